@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import CheckpointError  # noqa: F401  (re-exported)
+
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 
-class CheckpointError(ValueError):
-    """A path or hub id that is not a usable model; the message says what was found and what to do."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from sfn_merge_plugin.errors import SfnError
+
 # name -> (module, one-line help)
 COMMANDS = {
     "lab": ("sfn_merge_plugin.lab.command", "run the paper's four stethoscopes end to end and write a report"),
@@ -18,6 +20,9 @@ COMMANDS = {
     "plan": ("sfn_merge_plugin.commands.plan", "dry-run a merge recipe: the tensors it selects, per layer"),
     "remove-recipe": ("sfn_merge_plugin.commands.remove_recipe", "write a mergekit recipe that removes layers"),
     "destroy-sweep": ("sfn_merge_plugin.sweep.command", "Zero/ReInit/Remove modules and grade what the model still says"),
+    "localize": ("sfn_merge_plugin.localize.command", "map which modules carry an ability: sufficiency and necessity per layer window"),
+    "pack": ("sfn_merge_plugin.packs.command", "module packs: extract, inspect, apply, compress to LoRA"),
+    "grade-levels": ("sfn_merge_plugin.sweep.grade_command", "grade responses into the paper's Levels I-IV without regenerating"),
     "data": ("sfn_merge_plugin.freeze.data_command", "prepare training data (s1K) in TRL's prompt/completion format"),
     "eval-path": ("sfn_merge_plugin.evaluation.path_command", "print the folder of SfN's lm-eval tasks (for --include_path)"),
     "tiny-pair": ("sfn_merge_plugin.commands.tiny_pair", "build a tiny random base/fine-tune pair locally (demos, tests)"),
@@ -80,29 +85,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"sfn {name}: interrupted", file=sys.stderr)
         return 130
-    except user_errors() as exc:
+    except SfnError as exc:
         print(f"sfn {name}: error: {exc}", file=sys.stderr)
         return 2
 
 
-class UserError(Exception):
-    """An input problem to report in one line (no traceback)."""
-
-
-def user_errors():
-    """Exception types every command reports as one line: bad recipes, selectors, checkpoints."""
-    from sfn_merge_plugin.checkpoint import CheckpointError
-    from sfn_merge_plugin.selectors import SelectorError
-    from sfn_merge_plugin.taxonomy import TaxonomyError
-
-    errors = (UserError, CheckpointError, SelectorError, TaxonomyError)
-    try:
-        from sfn_merge_plugin.planning import RecipeError
-
-        errors += (RecipeError,)
-    except ImportError:  # pragma: no cover
-        pass
-    return errors
+from sfn_merge_plugin.errors import UserError  # noqa: E402,F401  (older name, kept for callers)
 
 
 if __name__ == "__main__":

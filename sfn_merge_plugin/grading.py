@@ -10,6 +10,8 @@ last). No extractable answer means wrong (never a default letter, never "the las
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SfnError
+
 import re
 import threading
 
@@ -36,7 +38,7 @@ _GPQA_TEXT_RES = (
 )
 
 
-class GradingError(ValueError):
+class GradingError(SfnError):
     """A bad call of the grader (unknown kind, unusable gold), not a wrong answer."""
 
 

@@ -6,6 +6,8 @@ recipe fails fast with a message that names the problem, and nothing is written.
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SfnError
+
 import functools
 from dataclasses import dataclass, field
 from typing import Optional
@@ -28,7 +30,7 @@ except ImportError:  # pragma: no cover
     _Base = Exception
 
 
-class RecipeError(_Base, ValueError):
+class RecipeError(_Base, SfnError):
     """A recipe that cannot run as written; the message names the problem and the fix."""
 
     def __init__(self, message: str):

@@ -16,6 +16,8 @@ tensor of the model raises SelectorError naming the problem and what exists.
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SelectorError  # noqa: F401  (re-exported)
+
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -23,8 +25,6 @@ from typing import Optional
 from sfn_merge_plugin.taxonomy import GROUPS, KINDS, ModelLayout
 
 
-class SelectorError(ValueError):
-    """A selector that is malformed or matches nothing; the message says what exists."""
 
 
 @dataclass(frozen=True)

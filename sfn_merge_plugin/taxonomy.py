@@ -11,6 +11,8 @@ file names their layer and module. mergekit's architecture data drives the merge
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import TaxonomyError  # noqa: F401  (re-exported)
+
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
@@ -87,8 +89,6 @@ _LAYER_MODULES = {
 }
 
 
-class TaxonomyError(ValueError):
-    """A model or tensor the taxonomy cannot map; the message names it."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ def add_arguments(p):
 def load_merge_config(path: str):
     from mergekit.config import MergeConfiguration
 
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
 
     try:
         with open(path, encoding="utf-8") as f:

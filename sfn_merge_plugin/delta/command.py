@@ -38,7 +38,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
     from sfn_merge_plugin.delta.pairing import DeltaError
     from sfn_merge_plugin.delta.report import console_table
     from sfn_merge_plugin.delta.run import run_delta

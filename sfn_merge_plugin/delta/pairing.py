@@ -7,6 +7,8 @@ kinds come from SfN's taxonomy; fused tensors become one unit per block.
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SfnError
+
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,7 +20,7 @@ _CONFIG_NOISE = {"_name_or_path", "architectures", "transformers_version", "torc
 _ROW_AXIS_KINDS = ("embed", "lm_head")  # vocabulary (or position) rows: a different count is compared on shared rows
 
 
-class DeltaError(ValueError):
+class DeltaError(SfnError):
     """Two checkpoints that cannot be compared as base and fine-tune; the message says why and what to do."""
 
 

@@ -12,7 +12,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
     from sfn_merge_plugin.delta.pairing import DeltaError
     from sfn_merge_plugin.delta.plots import draw_all
 

@@ -12,6 +12,8 @@ question with a seed derived from its Record ID, so every run and every machine 
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import DataError, SfnError  # noqa: F401
+
 import hashlib
 import json
 import os
@@ -20,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class DataError(ValueError):
-    """Benchmark data that cannot be found or read; the message says where we looked and what to do."""
 
 
 @dataclass(frozen=True)

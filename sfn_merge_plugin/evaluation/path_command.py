@@ -29,7 +29,7 @@ def task_names(folder) -> list[str]:
 
 
 def run(args) -> int:
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
     from sfn_merge_plugin.evaluation.lm_eval_hook import task_dir
 
     try:

@@ -7,10 +7,12 @@ Field names are s1's lm-eval gen_kwargs names, so s1 command lines carry over
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SfnError
+
 from dataclasses import asdict, dataclass, replace
 
 
-class BudgetForcingError(ValueError):
+class BudgetForcingError(SfnError):
     """A budget-forcing setting that cannot work (unknown preset/option, marker not one token, budget too small)."""
 
 

@@ -8,6 +8,8 @@ the completion only (``completion_only_loss``), which is what s1's collator did.
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import DataError, SfnError  # noqa: F401
+
 import json
 import os
 import tempfile
@@ -16,8 +18,6 @@ S1K_HUB_ID = "simplescaling/s1K"
 COLUMNS = {"question": "question", "trace": "thinking_trajectories", "answer": "attempt"}
 
 
-class DataError(ValueError):
-    """Input rows that cannot be converted; the message names the row and column."""
 
 
 def s1_completion(trace, attempt: str) -> str:

@@ -34,7 +34,7 @@ def add_arguments(p):
 def run(args):
     from tqdm import tqdm
 
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
     from sfn_merge_plugin.freeze.data import (S1K_HUB_ID, DataError, check_columns, load_rows, to_example,
                                               write_jsonl, write_text)
 

@@ -9,6 +9,8 @@ side of a tied embedding/lm_head pair is an error (``requires_grad`` is all or n
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SfnError
+
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ PRESET_ROWS = {
 _MAPPING_KEYS = ("modules", "layers")
 
 
-class FreezeError(ValueError):
+class FreezeError(SfnError):
     """An ``sfn_trainable`` selection that cannot be applied; the message names the problem and the fix."""
 
 

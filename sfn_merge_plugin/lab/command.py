@@ -54,7 +54,7 @@ def _stages():
 
 
 def _parse_seeds(text: str) -> list:
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
 
     try:
         seeds = [int(s) for s in str(text).split(",") if s.strip()]
@@ -68,7 +68,7 @@ def _parse_seeds(text: str) -> list:
 def run(args) -> int:
     import os
 
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: busy-waiting stalls shared CPUs
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

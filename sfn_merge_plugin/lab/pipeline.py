@@ -11,6 +11,8 @@ Everything a stage measures lands in ``results.json``; ``lab.report`` draws the 
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SfnError
+
 import contextlib
 import json
 import os
@@ -62,7 +64,7 @@ REAL = {"full": dict(max_new_tokens=2048, eval_batch=64, sweep_tokens=512, freez
         "smoke": dict(max_new_tokens=40, eval_batch=64, sweep_tokens=12, freeze_max_length=96)}
 
 
-class LabError(ValueError):
+class LabError(SfnError):
     """A lab input that cannot work; the message names it and the fix."""
 
 

@@ -44,7 +44,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
     from sfn_merge_plugin.sweep.generate import Decoding
     from sfn_merge_plugin.sweep.prompts import PromptError, prompt_set
     from sfn_merge_plugin.sweep.report import console_summary

@@ -26,7 +26,7 @@ class Decoding:
 def chat_enabled(tokenizer, wanted: Optional[bool]) -> bool:
     has = bool(getattr(tokenizer, "chat_template", None))
     if wanted and not has:
-        from sfn_merge_plugin.cli import UserError
+        from sfn_merge_plugin.errors import UserError
 
         raise UserError("--chat-template on: this tokenizer has no chat template; use --chat-template off (raw prompts)")
     return has if wanted is None else bool(wanted)

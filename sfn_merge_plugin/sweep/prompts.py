@@ -7,6 +7,8 @@ response); one without is a conversation prompt (Level III at best).
 
 from __future__ import annotations
 
+from sfn_merge_plugin.errors import SfnError
+
 import json
 from dataclasses import dataclass
 from typing import Optional
@@ -15,7 +17,7 @@ GRADERS = ("math", "aime", "gpqa")  # the kinds sfn_merge_plugin.grading.grade a
 _FIELDS = {"prompt", "id", "answer", "grader"}
 
 
-class PromptError(ValueError):
+class PromptError(SfnError):
     """A prompt file that cannot be used; the message names the file, line and fix."""
 
 

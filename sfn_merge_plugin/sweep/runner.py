@@ -167,7 +167,7 @@ def run_sweep(model_path_or_model, modules, methods=("zero", "reinit", "remove")
     else:
         prompt_list = prompt_mod.check_unique(list(prompts) if prompts is not None else list(prompt_mod.BUILTIN))
     if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        from sfn_merge_plugin.cli import UserError
+        from sfn_merge_plugin.errors import UserError
 
         raise UserError(f"output {out_dir} exists and is a file; give a folder path")
     _check_decoding(decoding, probes)
@@ -183,7 +183,7 @@ def run_sweep(model_path_or_model, modules, methods=("zero", "reinit", "remove")
     else:
         model, source = model_path_or_model, getattr(model_path_or_model, "name_or_path", type(model_path_or_model).__name__)
         if tokenizer is None:
-            from sfn_merge_plugin.cli import UserError
+            from sfn_merge_plugin.errors import UserError
 
             raise UserError("run_sweep with a loaded model needs its tokenizer= as well")
     result = _sweep(model, tokenizer, rows, method_list, layers, per_layer, prompt_list, decoding,
@@ -198,7 +198,7 @@ def run_sweep(model_path_or_model, modules, methods=("zero", "reinit", "remove")
 
 
 def _check_decoding(decoding, probes):
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
 
     if decoding.max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be >= 1, got {decoding.max_new_tokens}")
@@ -216,7 +216,7 @@ def _check_answers(prompt_list):
         from sfn_merge_plugin.grading import GradingError, grade
     except ImportError:
         return
-    from sfn_merge_plugin.cli import UserError
+    from sfn_merge_plugin.errors import UserError
 
     for p in prompt_list:
         if p.answer is not None:
