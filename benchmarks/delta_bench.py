@@ -27,6 +27,8 @@ from pathlib import Path
 SIZES = {  # Qwen2 shapes (tied embeddings, as the real 0.5B and 1.5B)
     "small": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
                   intermediate_size=2048, vocab_size=32000),
+    "0.4b": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=4,
+                 intermediate_size=4096, vocab_size=32000),  # the pair of issue 15 (~0.4B parameters)
     "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                  intermediate_size=4864, vocab_size=151936),
     "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,

@@ -14,9 +14,9 @@ import functools
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
+
+from sfn_merge_plugin.errors import SfnError
 
 LOG = logging.getLogger("sfn")
 
@@ -136,29 +136,36 @@ def patch_run_merge() -> None:
 
     @functools.wraps(original_run)
     def run_merge(merge_config, out_path, options, config_source=None):
-        from sfn_merge_plugin.planning import clear_caches, plan_from_merge_config
+        from sfn_merge_plugin.outputs import clean_stale_temps, staged_folder
+        from sfn_merge_plugin.planning import RecipeError, check_dtypes, check_slices, clear_caches, plan_from_merge_config
 
         clear_caches()  # a folder read by an earlier merge in this process may have been rewritten
         plan = plan_from_merge_config(merge_config)
         removes_layers = is_layer_removal(merge_config)
         if plan is None and not removes_layers:
             return original_run(merge_config, out_path, options, config_source)
+        if config_source:
+            from sfn_merge_plugin.strict_yaml import duplicate_key_error
+
+            dup = duplicate_key_error(config_source, "recipe")
+            if dup is not None:  # a caller that parsed the text with yaml.safe_load lost one of the values
+                raise RecipeError(str(dup))
+        if removes_layers:
+            check_dtypes(merge_config)
+            check_slices(merge_config)
         _check_out_path(out_path)
-        parent = os.path.dirname(os.path.abspath(out_path)) or "."
-        os.makedirs(parent, exist_ok=True)
+        clean_stale_temps(os.path.abspath(out_path))  # a killed earlier merge's temporary folder
         snapshot = merge_config.model_copy(deep=True)  # mergekit rewrites slices into modules while planning
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_path))}.sfn-tmp-", dir=parent)
         try:
-            _SFN_MERGE_IO.active = True
-            original_run(merge_config, tmp, options, config_source)
-            if plan is not None:
-                _finish_sfn_output(tmp, plan)
-            else:
-                _finish_slices_output(tmp, snapshot)
-            _replace(tmp, out_path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with staged_folder(out_path, "mergekit-yaml", check=False) as tmp:
+                _SFN_MERGE_IO.active = True
+                original_run(merge_config, str(tmp), options, config_source)
+                if plan is not None:
+                    _finish_sfn_output(str(tmp), plan)
+                else:
+                    _finish_slices_output(str(tmp), snapshot)
+        except SfnError as exc:
+            raise exc if isinstance(exc, RecipeError) else RecipeError(str(exc)) from None
         finally:
             _SFN_MERGE_IO.active = False
 
@@ -173,6 +180,7 @@ def patch_run_merge() -> None:
 
     run_merge._sfn_patched = True
     mm.run_merge, mm._model_out_config = run_merge, _model_out_config
+    _patch_card()
     _patch_tensor_loader()
     # mergekit's own modules that imported run_merge before the hook ran
     import sys
@@ -215,30 +223,66 @@ def _patch_tensor_loader() -> None:
     tensor_writer.TensorWriter._save_st = _save_st
 
 
+def _patch_card() -> None:
+    """mergekit's model-card writer takes any existing ``a/b`` folder for a possible hub id and asks the hub
+    (which fails offline, after the merge). During an SfN merge a path that exists locally is local."""
+    import mergekit.card as card
+
+    if getattr(card.is_hf, "_sfn_patched", False):
+        return
+    original = card.is_hf
+
+    @functools.wraps(original)
+    def is_hf(path: str) -> bool:
+        if getattr(_SFN_MERGE_IO, "active", False) and os.path.isdir(os.path.expanduser(path)):
+            return False
+        return original(path)
+
+    is_hf._sfn_patched = True
+    card.is_hf = is_hf
+
+
+def patch_run_yaml() -> None:
+    """``mergekit-yaml``: read SfN recipes strictly (duplicate keys, misspelt keys, look-alike letters) and
+    report a missing, empty or malformed recipe in one line instead of a traceback."""
+    import click
+    from mergekit.scripts import run_yaml
+
+    command = run_yaml.main
+    if getattr(command.callback, "_sfn_patched", False):
+        return
+    original = command.callback
+
+    @functools.wraps(original)
+    def callback(*args, **kwargs):
+        from mergekit.options import MergeOptions
+
+        from sfn_merge_plugin.recipe_file import load_recipe
+
+        # what mergekit's add_merge_options wrapper does: options -> MergeOptions, then main's body
+        merge_options = MergeOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in MergeOptions.model_fields})
+        config_file, out_path = kwargs["config_file"], kwargs["out_path"]
+        merge_options.apply_global_options()
+        try:
+            merge_config, text = load_recipe(config_file)
+        except SfnError as exc:
+            raise click.ClickException(str(exc)) from None
+        run_yaml.run_merge(merge_config, out_path, options=merge_options, config_source=text)
+
+    callback._sfn_patched = True
+    command.callback = callback
+
+
 def _check_out_path(out_path: str) -> None:
+    """The output folder is writable and, if not empty, SfN's own earlier output (else a one-line error)."""
+    from sfn_merge_plugin.outputs import check_output_folder
     from sfn_merge_plugin.planning import RecipeError
-    from sfn_merge_plugin.provenance import PROVENANCE_FILE
 
-    if os.path.exists(out_path):
-        if not os.path.isdir(out_path):
-            raise RecipeError(f"output path {out_path} exists and is a file; choose a folder path")
-        contents = os.listdir(out_path)
-        if contents and PROVENANCE_FILE not in contents:
-            raise RecipeError(
-                f"output folder {out_path} is not empty and was not written by SfN; "
-                "choose a new path or empty it (SfN only replaces its own earlier outputs)"
-            )
-
-
-def _replace(tmp: str, out_path: str) -> None:
-    if os.path.exists(out_path):
-        old = out_path.rstrip("/") + ".sfn-old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out_path, old)
-        os.rename(tmp, out_path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out_path)
+    try:
+        check_output_folder(out_path, what="output folder",
+                            force_hint="(SfN only replaces its own earlier outputs; mergekit-yaml has no --force)")
+    except SfnError as exc:
+        raise RecipeError(str(exc)) from None
 
 
 def _output_tensor_names(out_dir: str) -> list:

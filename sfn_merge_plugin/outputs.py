@@ -53,8 +53,10 @@ def is_sfn_folder(path) -> bool:
     return p.is_dir() and any((p / name).exists() for name in OWNED_BY)
 
 
-def check_output_folder(path, force: bool = False, what: str = "output folder") -> Path:
-    """Raise ``OutputError`` unless ``path`` can become (or already is) an SfN output folder."""
+def check_output_folder(path, force: bool = False, what: str = "output folder",
+                        force_hint: str = "or pass --force to write into it anyway") -> Path:
+    """Raise ``OutputError`` unless ``path`` can become (or already is) an SfN output folder.
+    ``force_hint`` ends the message for a foreign non-empty folder (how this tool overrides the check)."""
     p = Path(os.path.expanduser(str(path)))
     if p.exists() and not p.is_dir():
         raise OutputError(f"{what} {path} exists and is a file; choose a folder path")
@@ -63,8 +65,7 @@ def check_output_folder(path, force: bool = False, what: str = "output folder") 
         raise OutputError(f"{what} {path} is under {base}, which is a file; choose a folder path")
     if p.is_dir() and any(p.iterdir()) and not is_sfn_folder(p) and not force:
         raise OutputError(
-            f"{what} {path} is not empty and was not written by SfN; choose a new path, empty it, "
-            "or pass --force to write into it anyway"
+            f"{what} {path} is not empty and was not written by SfN; choose a new path, empty it, " + force_hint
         )
     probe = base / f".sfn-write-probe{TMP_TAG}{os.getpid()}"
     try:

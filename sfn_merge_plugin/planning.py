@@ -21,6 +21,10 @@ METHOD_PARAMETERS = {
     "sfn_swap": {"modules": None, "layers": "all"},
     "sfn_destroy": {"modules": None, "layers": "all", "mode": None, "mean": 0.0, "std": 0.02, "seed": 0},
 }
+# the dtypes mergekit accepts for `dtype:` / `out_dtype:` (mergekit.common.dtype_from_name)
+DTYPES = ("bfloat16", "float16", "float32", "float64")
+# sane ranges of sfn_destroy's ReInit draw: beyond them the values resemble no initialisation
+MEAN_RANGE, STD_RANGE = (-10.0, 10.0), (0.0, 10.0)
 # config fields that legitimately differ between a base and its fine-tune
 _CONFIG_NOISE = {"_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache"}
 
@@ -97,6 +101,12 @@ def collect_parameters(method: str, top: Optional[dict], per_model: list) -> dic
 
 
 def check_parameter_values(method: str, params: dict) -> dict:
+    from sfn_merge_plugin.validation import check_finite, non_ascii
+
+    for key in ("modules", "layers"):
+        problem = non_ascii(params[key], f"{method}: {key}") if isinstance(params[key], str) else None
+        if problem:
+            raise RecipeError(problem)
     try:
         parse_modules(params["modules"])
         parse_layers(params["layers"])
@@ -110,11 +120,10 @@ def check_parameter_values(method: str, params: dict) -> dict:
                 f"sfn_destroy: mode {params['mode']!r} is not one of {', '.join(MODES)}; to remove whole layers "
                 "use a passthrough recipe with slices (`sfn remove-recipe MODEL --layers 5-30`)"
             )
-        for key in ("mean", "std"):
-            if not isinstance(params[key], (int, float)) or isinstance(params[key], bool):
-                raise RecipeError(f"sfn_destroy: {key} must be a number, got {params[key]!r}")
-        if params["std"] < 0:
-            raise RecipeError(f"sfn_destroy: std must be >= 0, got {params['std']}")
+        for key, (lo, hi) in (("mean", MEAN_RANGE), ("std", STD_RANGE)):
+            problem = check_finite(params[key], f"sfn_destroy: {key}", lo, hi)
+            if problem:
+                raise RecipeError(problem + f" (ReInit draws N(mean, std); the paper uses mean 0, std 0.02)")
         if not isinstance(params["seed"], int) or isinstance(params["seed"], bool):
             raise RecipeError(f"sfn_destroy: seed must be an integer, got {params['seed']!r}")
     return params
@@ -148,6 +157,7 @@ def build_plan(method: str, base_ref: str, donor_ref: Optional[str], params: dic
                     f"{donor_layout.architecture} with {donor_layout.num_layers} layers: sfn_swap needs the same architecture and depth"
                 )
             _check_donor_tensors(plan, layout, donor_layout, out_dtype)
+            _check_pack_donor(plan)
             plan.notes += [f"config differs (output keeps the base's): {d}" for d in _config_differences(base.config, donor.config)]
         if layout.tied_embeddings:
             _untie_if_needed(plan, layout)
@@ -174,6 +184,17 @@ def _untie_if_needed(plan: MergePlan, layout) -> None:
         plan.notes.append(f"base ties lm_head to its embedding; only lm_head is {what}, so the output is untied and keeps the base's embedding")
     else:
         plan.notes.append(f"base ties lm_head to its embedding; only embed is {what}, so the output is untied and its lm_head keeps the base's values")
+
+
+def _check_pack_donor(plan) -> None:
+    """A donor that is an SfN pack folder (`sfn pack extract`) must be for this base: its checksums are checked."""
+    from sfn_merge_plugin.packs.donor import check_pack_donor, is_pack
+
+    if plan.method == "sfn_swap" and is_pack(plan.donor.path):
+        try:
+            check_pack_donor(plan)
+        except SfnError as exc:
+            raise RecipeError(str(exc)) from None
 
 
 def _check_donor_tensors(plan, layout, donor_layout, out_dtype):
@@ -227,6 +248,7 @@ def plan_from_merge_config(merge_config) -> Optional[MergePlan]:
     method = merge_config.merge_method
     if method not in METHOD_PARAMETERS:
         return None
+    check_dtypes(merge_config)
     if merge_config.slices or merge_config.modules:
         raise RecipeError(f"{method} works on whole models: use `models:` and `base_model:`, not `slices:`/`modules:`")
     if merge_config.base_model is None:
@@ -249,3 +271,89 @@ def plan_from_merge_config(merge_config) -> Optional[MergePlan]:
     params = check_parameter_values(method, collect_parameters(method, merge_config.parameters, per_model))
     donor_ref = model_ref(donors[0]) if donors else None
     return cached_plan(method, base_ref, donor_ref, tuple(sorted(params.items())), merge_config.out_dtype or merge_config.dtype)
+
+
+def is_sfn_recipe(data) -> bool:
+    """A recipe SfN answers for: an SfN method (or a misspelling of one), or a layer-removal slices recipe."""
+    import difflib
+
+    if not isinstance(data, dict):
+        return False
+    method = str(data.get("merge_method", ""))
+    if method in METHOD_PARAMETERS or method.startswith("sfn") or difflib.get_close_matches(method, list(METHOD_PARAMETERS), cutoff=0.75):
+        return True
+    slices = data.get("slices")
+    if method == "passthrough" and isinstance(slices, list) and slices:
+        try:
+            return all(len(s["sources"]) == 1 for s in slices) and len({str(s["sources"][0]["model"]) for s in slices}) == 1
+        except (KeyError, TypeError, IndexError):
+            return False
+    return False
+
+
+def check_recipe_data(data: dict, source: str = "recipe") -> None:
+    """Checks on a recipe's raw YAML that mergekit's pydantic model cannot make (it ignores unknown keys):
+    misspelt top-level keys, an unknown method, non-ASCII look-alikes in the method and parameters."""
+    from mergekit.config import MergeConfiguration
+
+    from sfn_merge_plugin.validation import closest, non_ascii
+
+    fields = list(MergeConfiguration.model_fields)
+    for key in data:
+        if key not in fields:
+            raise RecipeError(
+                f"{source}: unknown top-level key {key!r}{closest(key, fields)}; mergekit would silently ignore it. "
+                f"Valid keys: {', '.join(fields)}"
+            )
+    method = data.get("merge_method")
+    if isinstance(method, str):
+        problem = non_ascii(method, f"{source}: merge_method")
+        if problem:
+            raise RecipeError(problem)
+        from mergekit.merge_methods import registry
+
+        names = sorted({m.spec.name for m in registry.registered_methods()} | set(METHOD_PARAMETERS))
+        if method not in names:
+            raise RecipeError(f"{source}: unknown merge_method {method!r}{closest(method, names)}; available: {', '.join(names)}")
+    params = data.get("parameters")
+    if isinstance(params, dict):
+        for key, value in params.items():
+            for text, what in ((key, "parameter name"), (value, f"parameter {key!r}")):
+                problem = non_ascii(text, f"{source}: {what}") if isinstance(text, str) else None
+                if problem:
+                    raise RecipeError(problem)
+
+
+def validation_message(exc, source: str = "recipe") -> str:
+    """A pydantic ValidationError of MergeConfiguration as one line: where, what, and the input."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if not str(x).startswith(("function-", "union[")))
+        parts.append(f"{loc or 'top level'}: {err.get('msg')} (got {err.get('input')!r:.80})")
+    more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return f"{source} is not a valid mergekit recipe: " + "; ".join(parts) + more
+
+
+def check_dtypes(merge_config, source: str = "recipe") -> None:
+    for key in ("dtype", "out_dtype"):
+        value = getattr(merge_config, key, None)
+        if value is not None and str(value).removeprefix("torch.") not in DTYPES:
+            from sfn_merge_plugin.validation import closest
+
+            raise RecipeError(f"{source}: {key} {value!r} is not a dtype mergekit writes{closest(value, DTYPES)}; use one of {', '.join(DTYPES)}")
+
+
+def check_slices(merge_config, source: str = "recipe") -> None:
+    """Every slice's layer_range lies within its model's depth (mergekit fails on it only mid-merge)."""
+    from sfn_merge_plugin.taxonomy import num_layers_of
+
+    for i, s in enumerate(merge_config.slices or []):
+        for src in s.sources:
+            ref = model_ref(src.model)
+            start, stop = src.layer_range
+            n = num_layers_of(_open(ref, f"slices[{i}]").config)
+            if not 0 <= start < stop <= n:
+                raise RecipeError(
+                    f"{source}: slices[{i}] layer_range [{start}, {stop}] of {ref} is outside its {n} layers "
+                    f"(a range [a, b) needs 0 <= a < b <= {n})"
+                )

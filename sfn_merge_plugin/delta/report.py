@@ -178,9 +178,12 @@ def claim_lines(claims: dict) -> list:
             out.append(f"  {title}: not measured ({c['reason']})")
             continue
         verdict = "HOLDS" if c["holds"] else "does not hold"
-        ratio = "inf" if c["ratio"] is None else f"{c['ratio']:.2f}x"
-        out.append(f"  {title}: {c['kind']} ({c['value']:.4g}), {ratio} the runner-up {c['runner_up']} "
-                   f"({c['runner_up_value']:.4g}); o_proj ranks {c['o_proj_rank']} -> o_proj first and >= 2x: {verdict}")
+        if c["ratio"] is None:  # the runner-up did not move at all: no ratio to print
+            versus = f"no other linear module moved (runner-up {c['runner_up']} {c['runner_up_value']:.4g})"
+        else:
+            versus = f"{c['ratio']:.2f}x the runner-up {c['runner_up']} ({c['runner_up_value']:.4g})"
+        out.append(f"  {title}: {c['kind']} ({c['value']:.4g}), {versus}; o_proj ranks {c['o_proj_rank']} "
+                   f"-> o_proj first and >= 2x: {verdict}")
     c = claims["o_proj_bimodal"]
     if not c.get("measured"):
         out.append(f"  o_proj bimodal: not measured ({c['reason']})")

@@ -195,6 +195,20 @@ class HFBackend:
         return results
 
 
+def generate_ids(model, tokenizer, prompt_ids, max_new_tokens: int, *, sampling: dict | None = None,
+                 batch_size: int = 8) -> list[Completion]:
+    """One generation round on token-id prompts, the stack every SfN tool shares (evaluation, the destruction
+    sweep, ``sfn localize``): left-padded micro-batches of similar length, the KV cache, each row stopped at
+    the first of ``eos_ids_of`` (tokenizer EOS, generation_config EOS, ``<|im_end|>``/``<|endoftext|>``).
+    ``sampling``: None for greedy, else ``{"do_sample": True, "temperature": ..., "top_p": ..., "seed": ...}``
+    (the seed is applied once, at the start of this call). Returns one ``Completion`` per prompt."""
+    backend = HFBackend(model, tokenizer, batch_size=batch_size)
+    backend.begin(sampling)
+    n = len(prompt_ids)
+    return backend.generate([list(p) for p in prompt_ids], [int(max_new_tokens)] * n, backend.eos_token_ids,
+                            sampling=sampling)
+
+
 def format_prompts(tokenizer, prompts, chat: bool = False, system: str | None = None) -> list[str]:
     """Prompt strings; with ``chat`` each prompt (a string or a list of messages) goes through the chat template."""
     if not chat:

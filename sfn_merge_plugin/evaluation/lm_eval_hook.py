@@ -2,7 +2,8 @@
 
 lm-eval 0.4.13 has no plugin entry points, so right after ``lm_eval.tasks`` is imported we make every
 ``TaskManager`` also index SfN's task folder (BEFORE the user's ``--include_path``, so a user task of the
-same name still wins), and right after ``lm_eval.models`` is imported we register our two models (AFTER
+same name still wins; not with ``include_defaults=False``, which asks for the caller's folders only),
+and right after ``lm_eval.models`` is imported we register our two models (AFTER
 lm-eval's built-ins: registering earlier would stop lm-eval from loading ``hf``, ``vllm``...).
 The official route needs no hook: ``--include_path $(sfn eval-path)``.
 """
@@ -49,8 +50,13 @@ def patch_task_manager():
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
         bound = signature.bind(self, *args, **kwargs)
-        bound.arguments["include_path"] = with_sfn_tasks(bound.arguments.get("include_path"))
+        bound.apply_defaults()
+        if not bound.arguments.get("include_defaults", True):
+            return original(*bound.args, **bound.kwargs)  # only the caller's folders: SfN's tasks are defaults too
+        user = bound.arguments.get("include_path")
+        bound.arguments["include_path"] = with_sfn_tasks(user)
         original(*bound.args, **bound.kwargs)
+        self.include_path = user  # what the caller passed, as lm-eval keeps it
 
     __init__._sfn_patched = True
     __init__._sfn_original = original

@@ -3,6 +3,7 @@ SfN's budget-forcing loop. Everything else (loading, chat templates, loglikeliho
 
     lm_eval --model sfn-hf --model_args pretrained=MODEL,bf_preset=r1 --tasks sfn_aime24 --apply_chat_template
     lm_eval --model sfn-vllm --model_args pretrained=MODEL,bf_preset=s1,tensor_parallel_size=8 --tasks sfn_reasoning
+    lm_eval --model sfn-hf --model_args pretrained=BASE,pack=reasoning.sfnpack --tasks sfn_aime24   # base + pack
 
 Budget-forcing options go in ``--model_args`` (defaults for the run) or ``--gen_kwargs`` (s1's names).
 """
@@ -101,14 +102,24 @@ def _fit_context(lm, backend, config, prompts, max_gen_toks):
 class SfnHFLM(HFLM):
     """lm-eval's ``hf`` model with budget forcing (``--model sfn-hf``); runs any HF causal LM, CPU included."""
 
-    def __init__(self, pretrained="", bf_preset: str = "auto", **kwargs):
+    def __init__(self, pretrained="", bf_preset: str = "auto", pack: str | None = None, **kwargs):
+        """``pack=FOLDER``: evaluate the base with an SfN pack (exact or LoRA) applied in memory, no merged copy."""
         options = pop_budget_options(kwargs)
         options["bf_preset"] = bf_preset
         _check_options(options)
         _reject_think_end_token(kwargs)
+        if pack:
+            from sfn_merge_plugin.packs.manifest import pack_kind
+
+            pack_kind(pack)  # a missing or foreign folder fails before the model loads
         super().__init__(pretrained=pretrained, **kwargs)
         self._sfn_options = options
         resolve_config(tokenizer=self.tokenizer, **options)
+        self._sfn_pack = None
+        if pack:
+            from sfn_merge_plugin.packs.hotswap import activate_for_run
+
+            self._sfn_pack = activate_for_run(self.model, pack)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         from sfn_merge_plugin.evaluation.hf_backend import HFBackend

@@ -10,6 +10,8 @@ import os
 
 # Table 2 row (preset) -> recipe file name in trl_configs/
 RECIPES = {"emb_head": "freeze_emb_head", "oproj": "freeze_oproj", "qkvo": "freeze_qkvo", "all": "full"}
+# rows trained as a PEFT adapter (TRL's use_peft, no sfn_trainable); the adapter is an SfN LoRA pack
+PEFT_RECIPES = {"lora_oproj": "freeze_lora_oproj"}
 # what a CPU run must change in a GPU recipe
 CPU_OVERRIDES = {"bf16": False, "dtype": "float32", "use_cpu": True, "activation_checkpointing": False,
                  "report_to": "none", "dataloader_num_workers": 0}
@@ -18,13 +20,14 @@ _LAUNCH_KEYS = ("accelerate_config", "num_processes")
 
 
 def recipe_path(preset: str) -> str:
-    """The path of the shipped recipe for a Table 2 row (``emb_head``, ``oproj``, ``qkvo``, ``all``)."""
+    """The path of the shipped recipe for a Table 2 row (``emb_head``, ``oproj``, ``qkvo``, ``all``, ``lora_oproj``)."""
     from sfn_merge_plugin.freeze.selection import FreezeError
     from sfn_merge_plugin.resources import resource_dir
 
-    if preset not in RECIPES:
-        raise FreezeError(f"no recipe for {preset!r}; rows: {', '.join(RECIPES)}")
-    return str(resource_dir("trl_configs") / f"{RECIPES[preset]}.yaml")
+    files = {**RECIPES, **PEFT_RECIPES}
+    if preset not in files:
+        raise FreezeError(f"no recipe for {preset!r}; rows: {', '.join(files)}")
+    return str(resource_dir("trl_configs") / f"{files[preset]}.yaml")
 
 
 def load_recipe(preset: str) -> dict:

@@ -27,21 +27,27 @@ def s1_completion(trace, attempt: str) -> str:
     return "<|im_start|>think\n" + text.strip() + "\n<|im_start|>answer\n" + answer.strip()
 
 
-def to_example(row: dict, index: int, columns: dict = COLUMNS) -> dict:
-    """One s1K row -> {"prompt": [user turn], "completion": [assistant turn]}."""
-    values = {}
+def to_example(row: dict, index: int, columns: dict = COLUMNS, where: str | None = None) -> dict:
+    """One s1K row -> {"prompt": [user turn], "completion": [assistant turn]}.
+
+    ``columns`` maps the roles question/trace/answer to column names; without "trace" the think block is
+    empty (``sfn data convert`` without --thinking-column). ``where`` names the row in errors."""
+    where = where or f"row {index}"
+    values = {"trace": ""}
     for role, column in columns.items():
         value = row.get(column)
         if isinstance(value, (list, tuple)) and role == "trace":
             if not all(isinstance(v, str) for v in value):
-                raise DataError(f"row {index}: column {column!r} must be a string or a list of strings")
+                raise DataError(f"{where}: column {column!r} must be a string or a list of strings")
             empty = not "".join(value).strip()
         elif isinstance(value, str):
             empty = not value.strip()
+        elif value is None:
+            empty = True
         else:
-            raise DataError(f"row {index}: column {column!r} is {type(value).__name__}, expected text")
+            raise DataError(f"{where}: column {column!r} is {type(value).__name__}, expected text")
         if empty:
-            raise DataError(f"row {index}: column {column!r} is empty")
+            raise DataError(f"{where}: column {column!r} is empty")
         values[role] = value
     return {
         "prompt": [{"role": "user", "content": values["question"]}],

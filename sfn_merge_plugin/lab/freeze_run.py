@@ -87,8 +87,9 @@ class PeakMemory:
 
 
 def run_freeze(preset: str, *, model: str, data_file: Path, out_dir: Path, steps: int, batch: int, lr: float,
-               seed: int, max_length: int, evaluate_fn=None) -> dict:
-    """Train ``model`` with the shipped ``preset`` recipe scaled down; return the run's measurements."""
+               seed: int, max_length: int, evaluate_fn=None, publish: tuple | None = None) -> dict:
+    """Train ``model`` with the shipped ``preset`` recipe scaled down; return the run's measurements.
+    ``publish`` = (folder being written, its final name): the kept recipe names the final folder."""
     import torch
     from trl.scripts.sft import make_parser
 
@@ -103,7 +104,7 @@ def run_freeze(preset: str, *, model: str, data_file: Path, out_dir: Path, steps
         **({"bf16": False, "dtype": "float32"} if not cuda else {}),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_recipe(recipe, str(out_dir / "recipe.yaml"))
+    write_recipe(_published(recipe, publish), str(out_dir / "recipe.yaml"))
     script_args, training_args, model_args, dataset_args = make_parser().parse_dict(recipe)
     trainer, before = _trainer(script_args, training_args, model_args, dataset_args)
     with PeakMemory(cuda) as mem:
@@ -138,6 +139,14 @@ def run_freeze(preset: str, *, model: str, data_file: Path, out_dir: Path, steps
         result["eval"] = evaluate_fn(model_obj, trainer.processing_class).as_dict()
     del trainer
     return result
+
+
+def _published(recipe: dict, publish) -> dict:
+    """The recipe with paths inside the temporary output folder rewritten to the folder's final name."""
+    if not publish:
+        return recipe
+    work, final = (str(p) for p in publish)
+    return {k: (v.replace(work, final) if isinstance(v, str) else v) for k, v in recipe.items()}
 
 
 def _trainer(script_args, training_args, model_args, dataset_args):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sfn_merge_plugin.lab import tasks
 
-CACHE_VERSION = 2  # bump when training code changes what a recipe produces
+CACHE_VERSION = 3  # bump when training code changes what a recipe produces (3: the key holds the platform)
 
 MODEL = dict(layers=4, hidden=128, heads=4, kv_heads=2, intermediate=512, vocab=384)
 
@@ -95,13 +95,27 @@ class Pair:
         return self.base.ok and self.reasoning.ok
 
 
+def compute_platform() -> dict:
+    """What a trained model's bits depend on besides its recipe and seed: torch's version, its CPU kernel
+    path (AVX2 / AVX-512 ...) and the thread count. A cache trained on another platform is not reused."""
+    import torch
+
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - older torch
+        capability = None
+    return {"torch": torch.__version__, "cpu_capability": capability, "threads": torch.get_num_threads()}
+
+
 def stage_key(recipes: dict, stage: str, seed: int) -> str:
-    """Hash of the stage's recipe, its ancestors' recipes, the model shape, the seed and the code version."""
+    """Hash of the stage's recipe, its ancestors' recipes, the model shape, the seed, the code version and
+    the compute platform (``compute_platform``)."""
     chain, s = [], stage
     while s is not None:
         chain.append((s, recipes[s]))
         s = recipes[s]["parent"]
-    blob = json.dumps({"v": CACHE_VERSION, "model": recipes["model"], "seed": seed, "chain": chain}, sort_keys=True)
+    blob = json.dumps({"v": CACHE_VERSION, "model": recipes["model"], "seed": seed, "chain": chain,
+                       "platform": compute_platform()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

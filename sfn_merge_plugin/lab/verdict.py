@@ -138,5 +138,28 @@ def details(v: dict) -> str:
     return f"{regime}{delta}; chat accuracy base {v['base']:.2f} -> reasoning {v['reasoning']:.2f}. {reasons}"
 
 
-def sentence(name: str, v: dict) -> str:
-    return f"{name}: {ANSWER_TEXT[v['answer']]} ({details(v)})"
+STETHOSCOPES = (("delta", "Delta"), ("merge", "Merge"), ("freeze", "Freeze"), ("destruction", "Destruction"))
+
+
+def stages_run(entries: list) -> tuple:
+    """(stethoscopes that ran on every seed of the pair, those that did not), by display name."""
+    ran = [title for key, title in STETHOSCOPES if all(key in e for e in entries)]
+    return ran, [title for _, title in STETHOSCOPES if title not in ran]
+
+
+def stages_note(entries: list) -> str:
+    """Which stethoscopes the verdict rests on: a verdict from Merge alone is not the verdict of both."""
+    ran, missing = stages_run(entries)
+    voting = [t for t in ran if t in ("Merge", "Freeze")]
+    text = f"stethoscopes run: {', '.join(ran) or 'none'}"
+    if missing:
+        text += f"; not run: {', '.join(missing)}"
+    if len(voting) < 2:
+        text += (f"; the verdict rests on {voting[0]} alone" if voting else "; neither Merge nor Freeze ran, so "
+                 "there is nothing to decide on")
+    return text
+
+
+def sentence(name: str, v: dict, entries: list | None = None) -> str:
+    note = f" [{stages_note(entries)}]" if entries is not None else ""
+    return f"{name}: {ANSWER_TEXT[v['answer']]} ({details(v)}){note}"

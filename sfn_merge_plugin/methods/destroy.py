@@ -4,7 +4,7 @@ import torch
 from mergekit.merge_methods import BasePolicy, InputContract, TensorGroup, merge_method
 
 from sfn_merge_plugin.destruction import destroyed
-from sfn_merge_plugin.methods.common import LayersParam, ModeParam, ModulesParam, model_path
+from sfn_merge_plugin.methods.common import LayersParam, MeanParam, ModeParam, ModulesParam, SeedParam, StdParam, in_memory_selection, model_path
 from sfn_merge_plugin.planning import cached_selection
 
 
@@ -17,15 +17,18 @@ from sfn_merge_plugin.planning import cached_selection
 )
 def sfn_destroy(
     group: TensorGroup,
-    modules: ModulesParam,
-    mode: ModeParam,
+    modules: ModulesParam = None,
+    mode: ModeParam = "zero",
     layers: LayersParam = "all",
-    mean: float = 0.0,
-    std: float = 0.02,
-    seed: int = 0,
+    mean: MeanParam = 0.0,
+    std: StdParam = 0.02,
+    seed: SeedParam = 0,
 ) -> torch.Tensor:
+    """``modules`` and ``mode`` are required in recipes (SfN's planner says so); in-memory, ``modules``
+    None destroys every tensor given and ``mode`` defaults to zero."""
     base = group.base
-    chosen = cached_selection(model_path(base), modules, layers).get(group.metadata.name)
+    path, name = model_path(base), group.metadata.name
+    chosen = cached_selection(path, modules, layers).get(name) if path else in_memory_selection(name, modules, layers)
     if chosen is None:
         return base.tensor
     return destroyed(base.tensor, group.metadata.name, chosen.blocks, mode=mode, seed=seed, mean=mean, std=std)

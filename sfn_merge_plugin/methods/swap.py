@@ -3,7 +3,7 @@
 import torch
 from mergekit.merge_methods import BasePolicy, InputContract, TensorGroup, merge_method
 
-from sfn_merge_plugin.methods.common import LayersParam, ModulesParam, model_path
+from sfn_merge_plugin.methods.common import LayersParam, ModulesParam, in_memory_selection, model_path
 from sfn_merge_plugin.planning import cached_selection
 
 
@@ -15,9 +15,11 @@ from sfn_merge_plugin.planning import cached_selection
     contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=1, max_inputs=2),
     uses_accelerator=False,
 )
-def sfn_swap(group: TensorGroup, modules: ModulesParam, layers: LayersParam = "all") -> torch.Tensor:
+def sfn_swap(group: TensorGroup, modules: ModulesParam = None, layers: LayersParam = "all") -> torch.Tensor:
+    """``modules`` is required in recipes (SfN's planner says so); in-memory, None swaps every tensor given."""
     base = group.base
-    chosen = cached_selection(model_path(base), modules, layers).get(group.metadata.name)
+    path, name = model_path(base), group.metadata.name
+    chosen = cached_selection(path, modules, layers).get(name) if path else in_memory_selection(name, modules, layers)
     if chosen is None:
         return base.tensor
     if not group.non_base:

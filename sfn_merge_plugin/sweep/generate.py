@@ -1,4 +1,4 @@
-"""Run a (destroyed) model on the prompts: batched generation, and logit fingerprints of probe prompts.
+"""Run a (destroyed) model on the prompts: batched generation on evaluation's stack, and probe fingerprints.
 
 Prompts go through the tokenizer's chat template (as one user turn) unless it is switched off, in which
 case the raw text is the prefix to continue. Greedy by default; sampling is seeded per cell so a cell's
@@ -7,7 +7,6 @@ responses do not depend on which cells ran before it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,11 +45,10 @@ def render(tokenizer, text: str, chat: bool) -> list:
 
 
 def stop_ids(model, tokenizer) -> list:
-    ids = model.generation_config.eos_token_id
-    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+    """The ids that end a response: the same as evaluation's (``hf_backend.eos_ids_of``)."""
+    from sfn_merge_plugin.evaluation.hf_backend import eos_ids_of
+
+    return list(eos_ids_of(model, tokenizer))
 
 
 def pad_id(tokenizer) -> int:
@@ -62,50 +60,20 @@ def input_device(model):
 
 
 def generate(model, tokenizer, prompt_ids: list, decoding: Decoding) -> list:
-    """[(response token ids up to the first stop token, decoded text)] for each prompt, in order."""
-    import torch
-    from transformers import GenerationConfig
+    """[(response token ids up to the first stop token, decoded text)] for each prompt, in order, on the
+    generation stack evaluation uses (``hf_backend.generate_ids``: length-sorted batches, KV cache, EOS)."""
+    from sfn_merge_plugin.evaluation.hf_backend import generate_ids
 
-    stops = stop_ids(model, tokenizer)
-    config = GenerationConfig(
-        max_new_tokens=decoding.max_new_tokens,
-        do_sample=decoding.sample,
-        temperature=decoding.temperature if decoding.sample else None,
-        top_p=decoding.top_p if decoding.sample else None,
-        top_k=None,
-        pad_token_id=pad_id(tokenizer),
-        eos_token_id=stops or None,
-    )
-    torch.manual_seed(decoding.seed)
-    out = []
-    device = input_device(model)
-    for start in range(0, len(prompt_ids), decoding.batch_size):
-        batch = prompt_ids[start:start + decoding.batch_size]
-        width = max(len(p) for p in batch)
-        ids = torch.full((len(batch), width), pad_id(tokenizer), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, p in enumerate(batch):  # left padding: every prompt ends where generation starts
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
-        for row in gen[:, width:].tolist():
-            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-            response = row[:cut]
-            out.append((response, tokenizer.decode(response, skip_special_tokens=True)))
-    return out
+    sampling = None
+    if decoding.sample:
+        sampling = {"do_sample": True, "temperature": decoding.temperature, "top_p": decoding.top_p, "seed": decoding.seed}
+    outs = generate_ids(model, tokenizer, prompt_ids, decoding.max_new_tokens, sampling=sampling,
+                        batch_size=decoding.batch_size)
+    return [(list(o.token_ids), tokenizer.decode(o.token_ids, skip_special_tokens=True)) for o in outs]
 
 
 def logit_fingerprint(model, prompt_ids: list) -> str:
-    """sha256 of the float32 logits at every position of every probe prompt (run one at a time, unpadded):
-    two model states with the same fingerprint give bit-identical logits on the probes."""
-    import torch
+    """sha256 of the probes' float32 logits (the engine's check that a model was restored exactly)."""
+    from sfn_merge_plugin.intervention import logit_fingerprint as fingerprint
 
-    digest = hashlib.sha256()
-    device = input_device(model)
-    with torch.no_grad():
-        for p in prompt_ids:
-            logits = model(input_ids=torch.tensor([p], device=device)).logits.float()
-            logits = logits + 0.0  # -0.0 -> +0.0: equal values hash equally
-            digest.update(logits.cpu().numpy().tobytes())
-    return digest.hexdigest()
+    return fingerprint(model, prompt_ids)

@@ -4,18 +4,25 @@ The level classifier (``levels.py``) talks to a scorer through three calls, so i
 language model: ``context(prompt)`` (``None`` = the null context, an empty user turn), ``encode(text)``
 (text -> units) and ``nll([(context, units), ...])`` (one list of nats per unit for each pair).
 ``HFScorer`` is the one the sweep uses: units are token ids, contexts are rendered prompts.
+
+Identical text must get identical evidence wherever it appears (a response shared by two cells may not
+land on both sides of a threshold), so each (context, units) pair is scored in its own forward pass, with
+no padding and no batch neighbours to change the arithmetic, log-probabilities taken in float32, and the
+result cached by the pair: the same pair is computed once and returned from the cache afterwards.
 """
 
 from __future__ import annotations
 
-from sfn_merge_plugin.sweep.generate import input_device, pad_id, render
+from sfn_merge_plugin.sweep.generate import input_device, render
 
 
 class HFScorer:
-    """Teacher-forced NLL under a Hugging Face causal LM, batched with left padding and explicit positions."""
+    """Teacher-forced NLL under a Hugging Face causal LM: one unpadded sequence per forward, cached by pair."""
 
-    def __init__(self, model, tokenizer, chat: bool, batch_size: int = 8):
-        self.model, self.tokenizer, self.chat, self.batch_size = model, tokenizer, chat, batch_size
+    def __init__(self, model, tokenizer, chat: bool, batch_size: int = 1):
+        # batch_size is accepted for callers written against the batched scorer; every pair is scored alone
+        self.model, self.tokenizer, self.chat = model, tokenizer, chat
+        self.cache: dict = {}  # (context ids, unit ids) -> [nats per unit]
 
     def context(self, prompt):
         return tuple(render(self.tokenizer, prompt or "", self.chat))
@@ -24,33 +31,23 @@ class HFScorer:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def nll(self, pairs: list) -> list:
+        return [list(self._one(tuple(c), tuple(u))) for c, u in pairs]
+
+    def _one(self, ctx: tuple, units: tuple) -> tuple:
+        key = (ctx, units)
+        if key in self.cache:
+            return self.cache[key]
+        if not units:
+            self.cache[key] = ()
+            return ()
         import torch
 
-        out = []
-        device = input_device(self.model)
-        for start in range(0, len(pairs), self.batch_size):
-            batch = [(list(c), list(u)) for c, u in pairs[start:start + self.batch_size]]
-            seqs = [c + u for c, u in batch]
-            width = max(len(s) for s in seqs)
-            keep = max(len(u) for _, u in batch) + 1
-            ids = torch.full((len(seqs), width), pad_id(self.tokenizer), dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, s in enumerate(seqs):
-                ids[i, width - len(s):] = torch.tensor(s)
-                mask[i, width - len(s):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.no_grad():
-                logits = self.model(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    logits_to_keep=keep,
-                ).logits.float()
-            logp = torch.log_softmax(logits, dim=-1).cpu()
-            for i, (_, units) in enumerate(batch):
-                n = len(units)
-                if n == 0:
-                    out.append([])
-                    continue
-                # logits row j (of the last `keep` positions) predicts the token at position width-keep+j+1
-                rows = logp[i, keep - 1 - n: keep - 1]
-                out.append((-rows.gather(-1, torch.tensor(units).unsqueeze(-1)).squeeze(-1)).tolist())
+        ids = torch.tensor([list(ctx) + list(units)], dtype=torch.long, device=input_device(self.model))
+        with torch.no_grad():
+            logits = self.model(input_ids=ids, logits_to_keep=len(units) + 1).logits[0].float()
+        # row j of the last len(units)+1 positions predicts the token after it; the last row predicts nothing
+        logp = torch.log_softmax(logits[:-1], dim=-1)
+        target = torch.tensor(units, dtype=torch.long, device=logp.device).unsqueeze(-1)
+        out = tuple((-logp.gather(-1, target).squeeze(-1)).cpu().tolist())
+        self.cache[key] = out
         return out
