@@ -1,17 +1,21 @@
-"""Benchmark ``sfn delta`` against the naive approach and against reading the files once.
+"""Benchmark ``sfn delta`` side by side with the naive approaches and with reading the files once.
 
-Builds a synthetic base/fine-tune pair (default: Qwen2-0.5B-shaped, bf16, ~1 GB per model; written
-tensor by tensor, so building needs little memory) and runs, each in its own process:
+Builds a synthetic base/fine-tune pair (bf16, written tensor by tensor, so building needs little memory;
+``--size 0.4b`` is the pair of issue 15: 24 layers, hidden 1024, vocab 32k) and runs, each in its own
+process, interleaved round by round (so a busy machine slows all contenders alike):
 
-  cat       cat both checkpoints to /dev/null: the physical limit of reading them (warm page cache)
-  sfn delta the Delta Stethoscope, every statistic, histograms and figures
-  naive     load both models with transformers, then (B - A).norm() for every tensor of the state_dict
+  cat         cat both checkpoints to /dev/null: the physical limit of reading them (warm page cache)
+  norm loop   safetensors.torch.load_file both files, then ||B - A|| per tensor (norms only)
+  sfn delta   the Delta Stethoscope, every statistic incl. exact histograms (--no-plots, and with figures)
+  before      the same command from an earlier commit (--before REV: exported with ``git archive``)
+  naive       load both models with transformers, then (B - A).norm() per tensor (--naive)
 
-reporting wall time and peak RSS (ru_maxrss of the child). Example:
+reporting wall time and peak RSS (ru_maxrss of the child), the best and the median over rounds, and the
+median of the per-round ratios to the norm loop. Example:
 
-    python benchmarks/delta_bench.py                      # 0.5B, ~1 min to build on 2 cores
-    python benchmarks/delta_bench.py --size small         # ~50M parameters, seconds
-    python benchmarks/delta_bench.py --size 1.5b --layers 8 --repeat 2
+    python benchmarks/delta_bench.py --size 0.4b --rounds 5 --before 75e885f --json benchmarks/results/delta_bench.json
+    python benchmarks/delta_bench.py --render benchmarks/results/delta_bench.json   # the README table
+    python benchmarks/delta_bench.py --size small                                   # ~50M parameters, seconds
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -136,12 +141,22 @@ print(len(norms), "tensors")
 """
 
 
-def measure(cmd: list, env=None, log: Path = None) -> dict:
+NORM_LOOP = """
+import sys, torch
+from safetensors.torch import load_file
+torch.set_num_threads({threads})
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+norms = {{k: (b[k].float() - a[k].float()).norm().item() for k in a}}
+print(len(norms), "tensors")
+"""
+
+
+def measure(cmd: list, env=None, log: Path = None, cwd=None) -> dict:
     """Wall time and peak RSS of one child process (its output goes to ``log``, not into this process:
     a child's peak RSS starts at its parent's, so this process must stay small)."""
     with open(log or os.devnull, "wb") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
@@ -152,19 +167,98 @@ def measure(cmd: list, env=None, log: Path = None) -> dict:
     return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+def export_revision(rev: str, dest: Path) -> Path:
+    """``sfn_merge_plugin`` as of git revision ``rev``, exported to ``dest`` (read-only use of the repository)."""
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", rev], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    target = dest / commit[:12]
+    if not (target / "sfn_merge_plugin").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit, "sfn_merge_plugin"], cwd=repo, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def versions() -> dict:
+    """Versions of what the contenders run on (read from package metadata: nothing heavy imported here)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "safetensors", "transformers", "mergekit", "sfn-merge-plugin"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    repo = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    out["sfn_commit"] = head.stdout.strip() + (" + working tree" if subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "sfn_merge_plugin"], cwd=repo).returncode else "")
+    return out
+
+
+def machine() -> dict:
+    return {"cpus_available": len(os.sched_getaffinity(0)), "cpu": platform.processor() or platform.machine(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def summarize(rounds: list, reference: str) -> dict:
+    """Best and median wall/RSS per contender, and the median over rounds of each one's wall / reference's."""
+    import statistics
+
+    names = list(rounds[0])
+    out = {}
+    for name in names:
+        walls = [r[name]["wall_s"] for r in rounds]
+        rss = [r[name]["peak_rss_mb"] for r in rounds]
+        ratios = [r[name]["wall_s"] / r[reference]["wall_s"] for r in rounds] if reference in rounds[0] else []
+        out[name] = {"best_wall_s": round(min(walls), 3), "median_wall_s": round(statistics.median(walls), 3),
+                     "peak_rss_mb": round(max(rss), 1),
+                     f"median_ratio_to_{reference.split(' ')[0]}": round(statistics.median(ratios), 3) if ratios else None,
+                     "walls_s": [round(w, 3) for w in walls]}
+    return out
+
+
+def render(result: dict) -> str:
+    """The Markdown table of a results file (what README/docs show)."""
+    ref = result["reference"]
+    key = f"median_ratio_to_{ref.split(' ')[0]}"
+    lines = [f"| approach | best wall (s) | median wall (s) | time / {ref} (median of rounds) | speed-up over {ref} | peak RSS (MB) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in result["summary"].items():
+        ratio = r.get(key)
+        lines.append(f"| {name} | {r['best_wall_s']:.2f} | {r['median_wall_s']:.2f} | {ratio:.2f} | {1 / ratio:.2f}x | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    p = result["pair"]
+    lines.append("")
+    lines.append(f"{p['params'] / 1e6:.0f}M-parameter bf16 pair ({p['size']}: {p['dims']['num_hidden_layers']} layers, hidden "
+                 f"{p['dims']['hidden_size']}, vocab {p['dims']['vocab_size']}), {result['threads']} threads, warm page cache, "
+                 f"{result['rounds']} interleaved rounds on a {result['machine']['cpus_available']}-CPU machine "
+                 f"{'shared with other jobs' if result.get('shared_machine') else ''} (load average at start "
+                 f"{result['machine']['load_average_at_start'][0]}); command: `{result['command']}`")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=sorted(SIZES), default="0.5b")
+    p.add_argument("--size", choices=sorted(SIZES), default="0.4b", help="pair shape (default: 0.4b)")
     p.add_argument("--layers", type=int, default=None, help="override the depth (smaller = faster to build)")
     p.add_argument("--scale", type=float, default=0.1, help="fine-tune noise, relative to each tensor's std")
     p.add_argument("--workdir", default="/tmp/sfn-delta-bench", help="where the pair is built (reused if present)")
-    p.add_argument("--threads", type=int, default=None, help="threads for both tools (default: the CPUs available)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per approach; the fastest is reported")
-    p.add_argument("--skip-naive", action="store_true",
-                   help="skip the transformers approach (it needs 1.5-2x the pair in RAM)")
+    p.add_argument("--threads", type=int, default=None, help="threads for every contender (default: the CPUs available)")
+    p.add_argument("--rounds", "--repeat", type=int, default=3, help="interleaved rounds of all contenders (default: 3)")
+    p.add_argument("--before", default=None, metavar="REV",
+                   help="also run `sfn delta` as of this git revision (exported with git archive)")
+    p.add_argument("--naive", action="store_true",
+                   help="also run the transformers approach (it needs 1.5-2x the pair in RAM)")
+    p.add_argument("--no-figures", action="store_true", help="skip the `sfn delta` run that also draws the figures")
+    p.add_argument("--shared", action="store_true", help="record that the machine was shared with other jobs")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--render", default=None, metavar="JSON", help="print the Markdown table of a results file and exit")
     p.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())))
+        return 0
 
     dims = dict(SIZES[args.size])
     if args.layers:
@@ -178,40 +272,62 @@ def main(argv=None):
     # build in a child: this process stays small (a forked child's peak RSS starts at its parent's)
     t0 = time.perf_counter()
     built = not is_built(workdir, dims, args.scale)
-    subprocess.run([sys.executable, __file__, "--build-only", *(argv if argv is not None else sys.argv[1:])], check=True)
+    subprocess.run([sys.executable, __file__, "--build-only", "--size", args.size, "--scale", str(args.scale),
+                    "--workdir", args.workdir] + (["--layers", str(args.layers)] if args.layers else []), check=True)
     base, tuned = workdir / "base", workdir / "tuned"
     files = [str(base / "model.safetensors"), str(tuned / "model.safetensors")]
     nbytes = sum(os.path.getsize(f) for f in files)
     print(f"pair: {args.size} Qwen2-shaped, {dims['num_hidden_layers']} layers, {params / 1e6:.0f}M parameters, bf16, "
           f"{nbytes / 1e9:.2f} GB in all ({'built' if built else 'reused'} in {time.perf_counter() - t0:.0f} s) "
-          f"at {workdir}")
+          f"at {workdir}", flush=True)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS=str(threads))
+    repo = str(Path(__file__).resolve().parent.parent)
     out = workdir / "delta-out"
+
+    def sfn_delta(*extra, cwd=repo):
+        # `python -m` puts the working folder first on sys.path: that folder's sfn_merge_plugin runs
+        return ([sys.executable, "-m", "sfn_merge_plugin.cli", "delta", str(base), str(tuned), "-o", str(out),
+                 "--no-progress", "--threads", str(threads), *extra], cwd)
+
     runs = {
-        "cat both files > /dev/null": ["cat", *files],
-        "sfn delta (all statistics + figures)": [sys.executable, "-m", "sfn_merge_plugin.cli", "delta", str(base),
-                                                 str(tuned), "-o", str(out), "--no-progress", "--threads", str(threads)],
-        "sfn delta --no-plots": [sys.executable, "-m", "sfn_merge_plugin.cli", "delta", str(base), str(tuned),
-                                 "-o", str(out), "--no-progress", "--no-plots", "--threads", str(threads)],
+        "cat both files > /dev/null": (["cat", *files], None),
+        "norm loop (load_file x2, ||B-A|| per tensor)": ([sys.executable, "-c", NORM_LOOP.format(threads=threads),
+                                                          *files], None),
+        "sfn delta --no-plots (every statistic)": sfn_delta("--no-plots"),
     }
-    if not args.skip_naive:
-        runs["naive: transformers load x2 + norm loop"] = [sys.executable, "-c", NAIVE.format(threads=threads),
-                                                           str(base), str(tuned)]
-    results = {}
-    for _ in range(max(1, args.repeat)):
-        for name, cmd in runs.items():
+    if not args.no_figures:
+        runs["sfn delta (every statistic + figures)"] = sfn_delta()
+    if args.before:
+        old = export_revision(args.before, Path(args.workdir) / "revisions")
+        runs[f"sfn delta --no-plots, before ({args.before})"] = sfn_delta("--no-plots", cwd=str(old))
+    if args.naive:
+        runs["naive: transformers load x2 + norm loop"] = ([sys.executable, "-c", NAIVE.format(threads=threads),
+                                                           str(base), str(tuned)], None)
+    info = {"machine": machine(), "versions": versions()}
+    rounds = []
+    for k in range(max(1, args.rounds)):
+        row = {}
+        for name, (cmd, cwd) in runs.items():
             measure(["cat", *files])  # warm the page cache before every measured run (unmeasured)
-            r = measure(cmd, env, None if cmd[0] == "cat" else workdir / "last-command.log")
-            if name not in results or r["wall_s"] < results[name]["wall_s"]:
-                results[name] = r
-    print("\n| approach | wall time (s) | peak RSS (MB) | read rate (GB/s) |\n|---|---:|---:|---:|")
-    for name, r in results.items():
-        print(f"| {name} | {r['wall_s']:.2f} | {r['peak_rss_mb']:.0f} | {nbytes / r['wall_s'] / 1e9:.2f} |")
-    print(f"\n{threads} threads; {params / 1e6:.0f}M parameters per model; warm page cache; best of {args.repeat}.")
+            row[name] = measure(cmd, env, None if cmd[0] == "cat" else workdir / "last-command.log", cwd=cwd)
+        rounds.append(row)
+        print(f"round {k + 1}: " + ", ".join(f"{n.split(' (')[0]} {r['wall_s']:.2f}s" for n, r in row.items()), flush=True)
+    info["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    reference = "norm loop (load_file x2, ||B-A|| per tensor)"
+    result = {
+        "benchmark": "delta_bench", "command": " ".join(["python", "benchmarks/delta_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "pair": {"size": args.size, "dims": dims, "params": params, "bytes": nbytes, "scale": args.scale,
+                 "seed": "tensor i: base seed 1000+i, fine-tune noise seed 5000+i"},
+        "threads": threads, "rounds": len(rounds), "shared_machine": bool(args.shared), "reference": reference,
+        **info, "summary": summarize(rounds, reference), "raw_rounds": rounds,
+    }
+    print()
+    print(render(result))
     if args.json:
-        Path(args.json).write_text(json.dumps({"size": args.size, "dims": dims, "params": params, "bytes": nbytes,
-                                               "threads": threads, "results": results}, indent=1))
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

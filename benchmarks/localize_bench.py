@@ -53,7 +53,7 @@ def write_task(path: Path, n: int = 64) -> str:
     return str(path)
 
 
-def smollm2_pair(cache: Path, steps: int, threads: int) -> tuple:
+def smollm2_pair(cache: Path, steps: int, threads: int, lr: float) -> tuple:
     """(SmolLM2 folder, its fine-tune): ``steps`` of AdamW on answers "\\boxed{a+b}", loss on the answer only."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -61,7 +61,7 @@ def smollm2_pair(cache: Path, steps: int, threads: int) -> tuple:
     from sfn_merge_plugin.smollm2 import smollm2_path
 
     base = smollm2_path()
-    out = cache / f"smollm2-add-{steps}"
+    out = cache / f"smollm2-add-{steps}-{lr:g}"
     if (out / "model.safetensors").is_file():
         return base, str(out)
     torch.set_num_threads(threads)
@@ -69,7 +69,7 @@ def smollm2_pair(cache: Path, steps: int, threads: int) -> tuple:
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     train = addition_problems(steps * 8, seed=0)
     t0 = time.perf_counter()
     for step in range(steps):
@@ -91,10 +91,10 @@ def smollm2_pair(cache: Path, steps: int, threads: int) -> tuple:
         loss.backward()
         opt.step()
         opt.zero_grad()
-        if step % 10 == 0:
+        if step % 2 == 0:
             print(f"  fine-tune step {step}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     model.eval()
-    tmp = cache / f".smollm2-add-{steps}.tmp"
+    tmp = cache / f".{out.name}.tmp"
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     os.replace(tmp, out)
@@ -189,6 +189,17 @@ def sweep_speed(base: str, args) -> dict:
         rows[name] = {"seconds": s, "cells": len(cells), "cells_per_minute": len(cells) / s * 60, "response_tokens": tokens}
         print(f"sweep generation {name}: {rows[name]['cells_per_minute']:.2f} cells/min", file=sys.stderr)
     rows["ratio"] = rows["after"]["cells_per_minute"] / rows["before"]["cells_per_minute"]
+    # where a whole sweep's time goes: its cells (generation + fingerprints) vs grading the levels afterwards
+    from sfn_merge_plugin.sweep.generate import Decoding
+    from sfn_merge_plugin.sweep.runner import run_sweep
+
+    t0 = time.perf_counter()
+    run_sweep(model, "o_proj,mlp", "zero", "5-12", tokenizer=tok, prompts=list(BUILTIN[: args.sweep_prompts]),
+              decoding=Decoding(max_new_tokens=args.sweep_tokens), progress=False)
+    total = time.perf_counter() - t0
+    gen = rows["after"]["seconds"] / len(cells) * 3
+    rows["full_sweep_3_cells"] = {"seconds": total, "cells_per_minute": 3 / total * 60,
+                                  "generation_seconds_estimate": gen, "grading_share_estimate": max(0.0, 1 - gen / total)}
     rows["setup"] = {"model": base, "prompts": len(prompt_ids), "max_new_tokens": args.sweep_tokens,
                      "cells": ["intact", "zero(o_proj)@5-12", "reinit(mlp)@5-12"]}
     return rows
@@ -204,7 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--chat-prompts", type=int, default=4)
     p.add_argument("--chat-tokens", type=int, default=24)
     p.add_argument("--consistency", action="store_true", help="also run the all-modules cells")
-    p.add_argument("--ft-steps", type=int, default=60, help="SmolLM2 fine-tune steps (batch 8)")
+    p.add_argument("--ft-steps", type=int, default=12, help="SmolLM2 fine-tune steps (batch 8)")
+    p.add_argument("--ft-lr", type=float, default=1e-4, help="SmolLM2 fine-tune learning rate")
     p.add_argument("--sweep", action="store_true", help="also time the sweep's generation before/after (SmolLM2)")
     p.add_argument("--sweep-prompts", type=int, default=10)
     p.add_argument("--sweep-tokens", type=int, default=64)
@@ -229,8 +241,8 @@ def main(argv=None) -> int:
             results["maps"][name] = run_map(name, base, tuned, task, a, out_root)
     if "smollm2" in wanted or args.sweep:
         t0 = time.perf_counter()
-        base, tuned = smollm2_pair(CACHE, args.ft_steps, args.threads)
-        results["smollm2_finetune"] = {"steps": args.ft_steps, "batch": 8, "lr": 3e-5, "seconds_or_cached": time.perf_counter() - t0}
+        base, tuned = smollm2_pair(CACHE, args.ft_steps, args.threads, args.ft_lr)
+        results["smollm2_finetune"] = {"steps": args.ft_steps, "batch": 8, "lr": args.ft_lr, "seconds_or_cached": time.perf_counter() - t0}
         if "smollm2" in wanted:
             task = write_task(CACHE / "addition.jsonl")
             a = argparse.Namespace(**{**vars(args), "window": args.window or 10, "max_new_tokens": args.max_new_tokens or 12})

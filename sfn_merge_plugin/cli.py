@@ -53,6 +53,13 @@ def _top_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad option value is one line (``sfn CMD: error: ...; see sfn CMD --help``), not usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -73,7 +80,7 @@ def main(argv=None) -> int:
         print(f"sfn {name}: needs the package {exc.name!r}; install SfN's extras, e.g. pip install 'sfn-merge-plugin[train,eval]'",
               file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=f"sfn {name}",
         description=(module.__doc__ or help_text).strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -20,8 +20,8 @@ _TEXT_CMD_RE = re.compile(r"\\" + _TEXT_CMDS + r"\s*\{([^{}]*)\}")
 # punctuation, math delimiters, spacing, "and"/"or", part labels, an assignment label. Any other word
 # ("Wait", "then", "no") or a sentence end separates them: the later box is a revision.
 _JOINERS = re.compile(
-    r"\s+|[,;&~]|\$|\\[()\[\]]|\\\\|\\(?:q?quad|[,;:! ])|\b(?:and|or)\b"
-    r"|\b(?:for\s+)?(?:part\s*)?\([a-z]\)(?=\W|$)|[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*="
+    r"\s+|\\(?:boxed|fbox)\s*\{\s*\}|[,;&~]|\$|\\[()\[\]]|\\\\|\\(?:q?quad|[,;:! ])|\b(?:and|or)\b"
+    r"|(?:\bfor\s+)?(?:\bpart\s*)?\([a-z]\)(?=\W|$)|[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*="
 )
 
 # "Final Answer" as a label: "Final Answer: ...", "The final answer is ...", a "**Final Answer**" / "## Final

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 PROVENANCE_FILE = "sfn_provenance.json"
@@ -46,9 +45,10 @@ def operation_line(plan) -> str:
 
 
 def write_provenance(out_dir: str, record: dict) -> None:
-    with open(os.path.join(out_dir, PROVENANCE_FILE), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
+    """``sfn_provenance.json`` and the model card's SfN line, each written atomically."""
+    from sfn_merge_plugin.outputs import atomic_write, atomic_write_json
+
+    atomic_write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
     card = os.path.join(out_dir, "README.md")
     existing = open(card, encoding="utf-8").read() if os.path.exists(card) else ""
-    with open(card, "w", encoding="utf-8") as f:
-        f.write(existing.rstrip("\n") + f"\n\n{record['sfn_operation']} (details: `{PROVENANCE_FILE}`).\n")
+    atomic_write(card, existing.rstrip("\n") + f"\n\n{record['sfn_operation']} (details: `{PROVENANCE_FILE}`).\n")

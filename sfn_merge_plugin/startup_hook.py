@@ -19,6 +19,7 @@ HOOKS = {
     "mergekit.merge": ("sfn_merge_plugin.mergekit_plugin:patch_run_merge",),
     "mergekit.scripts.run_yaml": ("sfn_merge_plugin.mergekit_plugin:patch_run_yaml",),
     "trl.trainer.sft_trainer": ("sfn_merge_plugin.freeze.trl_hook:install",),
+    "trl.cli.accelerate_launcher": ("sfn_merge_plugin.freeze.trl_hook:patch_launcher",),
     "lm_eval.tasks": ("sfn_merge_plugin.evaluation.lm_eval_hook:patch_task_manager",),
     "lm_eval.models": ("sfn_merge_plugin.evaluation.lm_eval_hook:register_models",),
 }

@@ -9,7 +9,7 @@ tensor's own memory to the file, where ``safetensors.torch.save_file`` first cop
 from __future__ import annotations
 
 import json
-import threading
+import os
 
 import torch
 
@@ -31,24 +31,42 @@ class SafetensorsReader:
         header.pop("__metadata__", None)
         self._header = header
         self._data_start = 8 + n
-        self._lock = threading.Lock()
+        self._fd = self._file.fileno()
 
     def keys(self):
         return list(self._header)
 
     def get_tensor(self, name: str) -> torch.Tensor:
         meta = self._header[name]
+        return self._read(name, meta["shape"], *meta["data_offsets"])
+
+    def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of a tensor (along its first axis; a 1-D tensor's elements), read with one
+        positioned read into their own buffer: thread-safe, no memory map, no seek."""
+        meta = self._header[name]
+        shape = list(meta["shape"])
         begin, end = meta["data_offsets"]
-        buf = bytearray(end - begin)
-        with self._lock:
-            self._file.seek(self._data_start + begin)
-            got = self._file.readinto(buf)
-        if got != end - begin:
-            raise OSError(f"{self.path}: truncated tensor {name} ({got} of {end - begin} bytes)")
-        dtype = DTYPES[meta["dtype"]]
-        if not buf:
-            return torch.empty(meta["shape"], dtype=dtype)
-        return torch.frombuffer(buf, dtype=dtype).reshape(meta["shape"])
+        rows = shape[0] if shape else 1
+        row_bytes = (end - begin) // rows if rows else 0
+        start, stop = max(0, min(start, rows)), max(0, min(stop, rows))
+        stop = max(start, stop)
+        if shape:
+            shape[0] = stop - start
+        return self._read(name, shape, begin + start * row_bytes, begin + stop * row_bytes)
+
+    def _read(self, name: str, shape, begin: int, end: int) -> torch.Tensor:
+        dtype = DTYPES[self._header[name]["dtype"]]
+        n = end - begin
+        out = torch.empty(n // max(1, torch.empty((), dtype=dtype).element_size()), dtype=dtype)
+        if n:
+            view = memoryview(out.view(torch.uint8).numpy())
+            got, pos = 0, self._data_start + begin
+            while got < n:
+                k = os.preadv(self._fd, [view[got:]], pos + got)
+                if k <= 0:
+                    raise OSError(f"{self.path}: truncated tensor {name} ({got} of {n} bytes)")
+                got += k
+        return out.reshape(shape)
 
     def close(self):
         self._file.close()

@@ -26,12 +26,12 @@ TRAIN = [
     # 1: the AIME item again, in Unicode, other case and spacing, a thousands separator: an exact copy
     {"question": "MADE-UP: let N be the number of ordered pairs of positive integers (a, b) with a² + b² = 2,025. "
                  "Find N modulo 1000.", "id": "t1"},
-    # 2: a reworded GPQA question that still shares one 8-gram ("zorblax ... hundred"): removed
+    # 2: a reworded GPQA question that still shares 8-grams (11 words "a zorblax ... in"): removed
     {"question": f"Explain why a {GPQA_SECRET.split(' near')[0]} near four hundred nanometres in water.", "id": "t2"},
     # 3: the first MATH item in Unicode instead of LaTeX: the same normalised words
     {"question": "Made-up: What is ½ of π r² when r = 3?", "id": "t3"},
     # 4: a near miss: 7 consecutive words of the coin item, then something else: kept
-    {"question": "A fair coin is tossed seven times in a row; compute the expected number of runs.", "id": "t4"},
+    {"question": "My fair coin is tossed seven times in total; compute the expected number of runs.", "id": "t4"},
     # 5: the short MATH item (under 8 words) with \binom instead of \dbinom: exact after normalisation
     {"question": "compute \\binom{8}{4}", "id": "t5"},
     # 6: the short item inside a longer problem: short items match by exact text only, so kept
@@ -79,7 +79,8 @@ def test_decontaminate_removes_copies_keeps_near_misses_and_reports_ids_only(tmp
     out = tmp_path / "data" / "clean.jsonl"
     assert sfn(["data", "decontaminate", str(train), "-o", str(out)]) == 0
     assert kept_ids(out) == ["t4", "t6", "t7"]
-    assert out.read_text(encoding="utf-8").splitlines()[0] == json.dumps(TRAIN[3], ensure_ascii=False)
+    lines = train.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert out.read_text(encoding="utf-8") == "".join(lines[i] for i in (3, 5, 6))  # kept lines copied as they are
     report = json.loads((tmp_path / "data" / "clean.decontam.json").read_text())
     assert report["written_by"] == "sfn data decontaminate" and report["output"] == "clean.jsonl"
     assert (report["rows_in"], report["rows_kept"], report["rows_removed"]) == (7, 3, 4)
@@ -89,7 +90,7 @@ def test_decontaminate_removes_copies_keeps_near_misses_and_reports_ids_only(tmp
     assert [(m["benchmark"], m["item"], m["reason"]) for m in removed[1]] == [("aime24", "madeup-aime-1", "exact")]
     (gpqa,) = removed[2]
     assert (gpqa["benchmark"], gpqa["item"], gpqa["reason"]) == ("gpqa_diamond", "madeup-rec1", "ngram")
-    assert gpqa["shared_ngrams"] == 2 and gpqa["item_ngrams"] == len(words(GPQA[0]["Question"])) - 7
+    assert (gpqa["shared_ngrams"], gpqa["item_ngrams"]) == (4, 12)  # 11 shared words; the item has 19
     assert removed[3][0]["item"] == "madeup/geometry/1.json" and removed[3][0]["reason"] == "exact"
     assert removed[5][0]["item"] == "madeup/counting/2.json" and removed[5][0]["reason"] == "exact"
     per = report["benchmarks"]
@@ -111,7 +112,7 @@ def test_threshold_keeps_rows_that_share_only_a_phrase(tmp_path, evals, capsys):
     train = write_jsonl(tmp_path / "train.jsonl", TRAIN)
     out = tmp_path / "clean.jsonl"
     assert sfn(["data", "decontaminate", str(train), "-o", str(out), "--threshold", "0.5"]) == 0
-    assert kept_ids(out) == ["t2", "t4", "t6", "t7"]  # the reworded GPQA copy shares 2 of its 8-grams only
+    assert kept_ids(out) == ["t2", "t4", "t6", "t7"]  # the reworded GPQA copy holds 4 of its 12 8-grams only
     assert sfn(["data", "decontaminate", str(train), "-o", str(out), "--force", "--ngram", "6"]) == 0
     assert "t4" not in kept_ids(out)  # 7 shared words hold two 6-grams: the near miss is a hit at n=6
     report = json.loads((tmp_path / "clean.decontam.json").read_text())
@@ -171,6 +172,8 @@ def _nothing_written(folder, before):
     ('{"question": "q"}\n', ["--threshold", "nan"], r"--threshold nan"),
     ('{"question": "q"}\n', ["--against", "sfn_aime25"], r"sfn_aime25: unknown benchmark; known: sfn_aime24, sfn_math500"),
     ('{"question": "q"}\n', ["--against", "sfn_aime24,aime24"], r"names aime24 more than once"),
+    ('{"question": "q"}\n', ["--against", "my/test.json"], r"my/test.json: give a .jsonl file"),
+    ('{"question": "q"}\n', ["--against", "nope.jsonl"], r"--against nope.jsonl: no such file"),
 ])
 def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, evals, capsys, content, extra, needle):
     import re
@@ -222,3 +225,19 @@ def test_a_missing_benchmark_file_says_how_to_go_offline(tmp_path, evals, capsys
     assert not (tmp_path / "c.jsonl").exists()
     assert sfn(["data", "decontaminate", str(train), "--against", "sfn_math500", "-o", str(tmp_path / "c.jsonl")]) == 0
     assert kept_ids(tmp_path / "c.jsonl") == ["t1", "t2", "t4", "t6", "t7"]
+
+
+def test_one_shared_8gram_is_enough_seven_words_are_not():
+    from sfn_merge_plugin.data.benchmarks import Benchmark
+    from sfn_merge_plugin.data.index import BenchmarkIndex
+
+    w = "one two three four five six seven eight nine ten eleven twelve thirteen".split()
+    item = " ".join(w[:12])
+    index = BenchmarkIndex([Benchmark("b", "test", (("madeup-1", item),))])
+    (hit,) = index.matches("other words then " + " ".join(w[2:10]) + " and more")
+    assert (hit.item, hit.reason, hit.shared, hit.total) == ("madeup-1", "ngram", 1, 5)
+    assert index.matches("other words then " + " ".join(w[2:9]) + " and more") == []
+    assert index.matches(" ".join(w))[0].shared == 5  # a longer copy holds all 5
+    strict = BenchmarkIndex([Benchmark("b", "test", (("madeup-1", item),))], threshold=0.6)
+    assert strict.matches(" ".join(w[2:11])) == []  # 2 of 5
+    assert strict.matches(" ".join(w[1:11]))[0].score == 0.6  # 3 of 5: at the threshold

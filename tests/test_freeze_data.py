@@ -97,3 +97,31 @@ def test_parquet_source_like_the_hub_copy(tmp_path):
     assert sfn(["data", "s1k", "-o", str(tmp_path / "a"), "--source", str(tmp_path / "train.parquet")]) == 0
     assert sfn(["data", "s1k", "-o", str(tmp_path / "b"), "--source", raw]) == 0
     assert (tmp_path / "a" / "s1k.jsonl").read_text() == (tmp_path / "b" / "s1k.jsonl").read_text()
+
+
+def test_s1k_decontaminate_leaves_out_copies_of_benchmark_items(tmp_path, capsys, monkeypatch):
+    """`sfn data s1k --decontaminate` runs the filter of `sfn data decontaminate` (made-up items, SFN_DATA_DIR)."""
+    for name in ("SFN_AIME24_PATH", "SFN_MATH500_PATH", "SFN_GPQA_DIAMOND_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    (evals / "math500.jsonl").write_text(json.dumps({"problem": "Compute $5+2$ mod $7$, left to right.", "answer": "5",
+                                                     "unique_id": "madeup/algebra/9.json"}) + "\n")
+    monkeypatch.setenv("SFN_DATA_DIR", str(evals))
+    raw = made_up_s1k(str(tmp_path / "raw.jsonl"), n=8)  # row 5 asks "compute 5+2 mod 7, ..."
+    questions = [json.loads(line)["question"] for line in open(raw)]
+    copies = [i for i, q in enumerate(questions) if q == "compute 5+2 mod 7, left to right."]
+    out = tmp_path / "data"
+    assert sfn(["data", "s1k", "-o", str(out), "--source", raw, "--decontaminate", "--against", "sfn_math500"]) == 0
+    kept = [json.loads(line)["prompt"][0]["content"] for line in (out / "s1k.jsonl").read_text().splitlines()]
+    assert copies and kept == [q for i, q in enumerate(questions) if i not in copies]
+    report = json.loads((out / "s1k.decontam.json").read_text())
+    assert [r["row"] for r in report["removed"]] == copies  # 0-based rows of the source
+    assert report["removed"][0]["matches"][0]["item"] == "madeup/algebra/9.json"
+    assert report["row_numbers"] == "0-based row index in the source"
+    prov = json.loads((out / "s1k.provenance.json").read_text())
+    assert prov["rows"] == 8 - len(copies) and prov["decontamination"]["rows_removed"] == len(copies)
+    assert f"wrote {8 - len(copies)} rows" in capsys.readouterr().out
+    # bad settings are refused before s1K is read or anything is written
+    assert sfn(["data", "s1k", "-o", str(tmp_path / "x"), "--source", raw, "--decontaminate", "--threshold", "2"]) == 2
+    assert "--threshold 2.0" in capsys.readouterr().err and not (tmp_path / "x").exists()

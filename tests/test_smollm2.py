@@ -120,20 +120,21 @@ def test_swap_and_destroy_through_mergekit_yaml(smollm2, finetune, tmp_path):
 
 
 @pytest.mark.slow
-def test_destruction_sweep_on_two_cells(smollm2, tmp_path):
-    """`run_sweep` on the real model (~40 s): the intact model converses (Level III), Zero of the MLPs in
-    layers 10-20 is Level I; the restored model's probe logits match the undamaged ones (checked inside)."""
-    from sfn_merge_plugin.sweep.generate import Decoding
-    from sfn_merge_plugin.sweep.prompts import BUILTIN
-    from sfn_merge_plugin.sweep.runner import run_sweep
+def test_destroy_sweep_command_on_two_cells(smollm2, tmp_path, capsys):
+    """`sfn destroy-sweep` on the real model, 2 prompts x 24 tokens, Zero and Remove of layers 10-20 (~40 s):
+    both destroyed cells are Level I while the intact model converses, and the report files are written."""
+    from sfn_merge_plugin.cli import main as sfn
 
-    res = run_sweep(smollm2, "mlp", "zero", "10-20", str(tmp_path / "sweep"), prompts=list(BUILTIN[:3]),
-                    decoding=Decoding(max_new_tokens=32), progress=False)
-    assert res.calibration.reliable, res.calibration.problems()
-    assert res.cell("intact").modal("conversation") == "III"
-    assert res.cell("zero(mlp)@10-20").modal() == "I"
-    assert any("restoration checked" in n for n in res.notes)
-    assert (tmp_path / "sweep").is_dir()
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "france", "prompt": "What is the capital of France, and what is it famous for?"}) + "\n"
+                       + json.dumps({"id": "tea", "prompt": "How do I make a good cup of tea?"}) + "\n")
+    out = tmp_path / "sweep"
+    assert sfn(["destroy-sweep", smollm2, "--modules", "mlp", "--methods", "zero,remove", "--layers", "10-20",
+                "--prompts", str(prompts), "--max-new-tokens", "24", "-o", str(out), "--no-progress"]) == 0
+    rows = {r["module"] + "/" + r["method"]: r for r in csv.DictReader(open(out / "table3.csv", newline=""))}
+    assert rows["intact/-"]["modal_level"] == "III"
+    assert rows["mlp/zero"]["modal_level"] == "I" and rows["-/remove"]["modal_level"] == "I"
+    assert {"table3.md", "responses.jsonl", "sweep.json"} <= {p.name for p in out.iterdir()}
 
 
 @pytest.mark.slow

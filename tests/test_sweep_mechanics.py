@@ -310,3 +310,22 @@ def test_prompt_files_replace_or_extend(tmp_path):
         f.write_text(text)
         with pytest.raises(PromptError, match=message.replace("(", r"\(").replace(")", r"\)")):
             prompt_set(str(f))
+
+
+def test_sweep_generation_is_evaluations_stack(tiny_model):
+    """One generation stack: the sweep's responses are hf_backend.generate_ids', cut at evaluation's stop tokens."""
+    from transformers import AutoTokenizer
+
+    from sfn_merge_plugin.evaluation.hf_backend import eos_ids_of, generate_ids
+    from sfn_merge_plugin.sweep.generate import generate, render, stop_ids
+
+    path = tiny_model("qwen2")
+    model, tok = load(path), AutoTokenizer.from_pretrained(path)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.eos_token_id = None  # a checkpoint that names no EOS still stops at <|im_end|>
+    assert im_end in stop_ids(model, tok) and stop_ids(model, tok) == list(eos_ids_of(model, tok))
+    ids = [render(tok, p.text, True) for p in BUILTIN[:5]]
+    ours = generate(model, tok, ids, Decoding(max_new_tokens=10, batch_size=2))
+    theirs = generate_ids(model, tok, ids, 10, batch_size=2)
+    assert [t for t, _ in ours] == [o.token_ids for o in theirs]
+    assert not any(t in stop_ids(model, tok) for tokens, _ in ours for t in tokens)

@@ -44,8 +44,10 @@ def load_benchmarks(specs) -> list[Benchmark]:
 def load_benchmark(spec: str) -> Benchmark:
     from sfn_merge_plugin.evaluation import datasets
 
-    if spec.endswith(".jsonl") or "/" in spec:
+    if spec.endswith(".jsonl"):
         return _jsonl_benchmark(Path(spec).expanduser())
+    if "/" in spec or "." in spec:
+        raise DataError(f"--against {spec}: give a .jsonl file (one item per line) or one of SfN's benchmark names")
     name = spec.removeprefix("sfn_")
     if name not in datasets.SOURCES:
         known = ", ".join(f"sfn_{n}" for n in datasets.SOURCES)

@@ -84,16 +84,18 @@ class Decontaminator:
 
 
 def decontaminate_file(table, out_path, deco: Decontaminator, progress: bool = True) -> dict:
-    """Stream ``table`` (a ``rows.Table``) through ``deco``; write the kept rows to ``out_path`` atomically."""
+    """Stream ``table`` (a ``rows.Table``) through ``deco``; write the kept rows to ``out_path`` atomically.
+
+    Kept .jsonl lines are copied as they are; rows of other files are written as JSON lines."""
     from sfn_merge_plugin.data.rows import iter_rows
     from sfn_merge_plugin.data.outfile import output_parent
     from sfn_merge_plugin.outputs import staged_file
 
     deco.numbering = table.numbering
     with output_parent(out_path), staged_file(out_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        for number, row in iter_rows(table, desc="decontaminate", progress=progress):
+        for number, row, line in iter_rows(table, desc="decontaminate", progress=progress, with_line=True):
             if deco.keep(number, question_text(row, deco.config.column, table.where(number))):
-                out.write(_json_line(row, table.where(number)))
+                out.write(line if line is not None else _json_line(row, table.where(number)))
     return deco.summary()
 
 

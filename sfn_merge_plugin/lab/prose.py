@@ -12,6 +12,10 @@ from sfn_merge_plugin.lab.config import NEW_CIRCUIT, SMALL_CHANGE, SIZES
 from sfn_merge_plugin.lab.tasks import MOD, STEPS
 
 
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _pid(entry: dict) -> str:
     p = entry["pairs"]
     return p["name"] if p["seed"] is None else f"{p['name']}-s{p['seed']}"
@@ -47,7 +51,7 @@ def _intro(results: dict) -> list:
                        "near chance (about 1/7) whatever it can do elsewhere; to measure your own benchmark, run "
                        "`sfn eval` / `lm_eval --model sfn-hf` on the merged models (`--keep-models`)."))
     if s["size"] == "smoke":
-        B.append(("p", "**Smoke size**: every stage ran on a 2-layer model for a few steps to check the plumbing. "
+        B.append(("p", "**Smoke size**: every stage ran for a few steps on a few problems to check the plumbing. "
                        "The pairs are not trained, so none of the numbers below means anything."))
     return B
 
@@ -57,7 +61,7 @@ def _verdict(results: dict) -> list:
     items = []
     for name, entries in groups.items():
         v = V.pair_verdict(entries)
-        text = f"**{name}: {V.ANSWER_TEXT[v['answer']]}.** {V.details(v)} ({V.stages_note(entries).capitalize()}.)"
+        text = f"**{name}: {V.ANSWER_TEXT[v['answer']]}.** {V.details(v)} ({_sentence_case(V.stages_note(entries))}.)"
         if len(entries) > 1:
             text += " Per seed: " + ", ".join(f"seed {e['pairs']['seed']}: {V.pair_verdict([e])['answer']}"
                                               for e in entries) + "."

@@ -45,21 +45,22 @@ def fmt(value, spec: str | None = None) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float) and value == float("inf"):
+        return "inf"
     if spec:
         return spec.format(value)
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if value == float("inf"):
-            return "inf"
         return f"{value:.3g}" if value != 0 and abs(value) < 1e-2 else f"{value:.3f}"
     return str(value)
 
 
 def display(table: Table) -> tuple:
-    """(head, rows of strings) for the report: stderr columns folded into their means."""
+    """(head, rows of strings) for the report: stderr columns folded into their means, empty columns left out."""
     hidden = set(table.pm.values())
-    keep = [i for i, c in enumerate(table.columns) if c not in hidden]
+    keep = [i for i, c in enumerate(table.columns) if c not in hidden
+            and (not table.rows or any(r[i] is not None for r in table.rows))]  # an all-empty column is not shown
     head = [table.columns[i] for i in keep]
     rows = []
     for r in table.rows:

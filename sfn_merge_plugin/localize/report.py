@@ -102,7 +102,8 @@ def summary_lines(result) -> list:
         lines.append(f"consistency {name}: {'holds' if ok else 'FAILS'}")
     t = result.timing
     lines.append(f"{t['cells']} cells in {t['seconds']:.0f} s ({t['cells_per_minute']:.2f} cells/min); peak RSS "
-                 f"{t['peak_rss_bytes'] / 2**20:.0f} MiB for a {t['model_bytes'] / 2**20:.0f} MiB model")
+                 f"{t['peak_rss_bytes'] / 2**20:.0f} MiB for a {t['model_bytes'] / 2**20:.1f} MiB model (python, torch and "
+                 "transformers alone take a few hundred MiB)")
     return lines
 
 
@@ -127,7 +128,7 @@ def heatmap(result, direction: str, path) -> None:
         if math.isfinite(r.share.value):
             text = f"{r.share.value:.2f}\n[{r.share.low:.2f},{r.share.high:.2f}]"
         else:
-            text = "n/a"
+            text = f"no share\nacc {r.accuracy.value:.2f}"
         ax.text(j, i, text, ha="center", va="center", fontsize=7,
                 color="white" if math.isfinite(r.share.value) and abs(r.share.value) > 0.6 else "black")
     ax.set_xticks(range(len(layers)), [f"L{x}" for x in layers])
@@ -135,7 +136,11 @@ def heatmap(result, direction: str, path) -> None:
     ax.set_xlabel("layers")
     what = "recovered (base + these tensors of the tune)" if direction == "sufficiency" else \
         "destroyed (tune with these reverted to the base)"
-    ax.set_title(f"{direction}: share of the gap {what}", fontsize=9)
+    import os
+
+    g = result.gap
+    pair = f"{os.path.basename(os.path.normpath(result.config.base))} -> {os.path.basename(os.path.normpath(result.config.tuned))}"
+    ax.set_title(f"{direction}: share of the gap {what}\n{pair}; gap {g.value:+.3f} [{g.low:+.3f}, {g.high:+.3f}]", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="share of gap [95% CI]")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

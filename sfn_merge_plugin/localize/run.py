@@ -144,6 +144,9 @@ def _phase(direction: str, loaded: str, donor_path: str, cells: list, problems: 
     finally:
         donor.close()
         del model
+        import gc
+
+        gc.collect()  # the next phase loads the other model: never two in memory
     return results
 
 

