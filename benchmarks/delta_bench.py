@@ -164,7 +164,7 @@ def measure(cmd: list, env=None, log: Path = None, cwd=None) -> dict:
         if log:
             sys.stderr.write(Path(log).read_text(errors="replace")[-3000:])
         raise SystemExit(f"benchmark command failed ({code}): {' '.join(map(str, cmd))}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def export_revision(rev: str, dest: Path) -> Path:
@@ -215,6 +215,8 @@ def summarize(rounds: list, reference: str) -> dict:
                      "peak_rss_mb": round(max(rss), 1),
                      f"median_ratio_to_{reference.split(' ')[0]}": round(statistics.median(ratios), 3) if ratios else None,
                      "walls_s": [round(w, 3) for w in walls]}
+        if all("cpu_s" in r[name] for r in rounds):  # CPU seconds: less sensitive to a busy machine than wall time
+            out[name]["median_cpu_s"] = round(statistics.median(r[name]["cpu_s"] for r in rounds), 3)
     return out
 
 
@@ -222,11 +224,12 @@ def render(result: dict) -> str:
     """The Markdown table of a results file (what README/docs show)."""
     ref = result["reference"]
     key = f"median_ratio_to_{ref.split(' ')[0]}"
-    lines = [f"| approach | best wall (s) | median wall (s) | time / {ref} (median of rounds) | speed-up over {ref} | peak RSS (MB) |",
+    short = ref.split(" (")[0]
+    lines = [f"| approach | best wall (s) | median wall (s) | wall / {short} (median of rounds) | speed-up over {short} | peak RSS (MB) |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, r in result["summary"].items():
         ratio = r.get(key)
-        lines.append(f"| {name} | {r['best_wall_s']:.2f} | {r['median_wall_s']:.2f} | {ratio:.2f} | {1 / ratio:.2f}x | "
+        lines.append(f"| {name.replace('|', chr(92) + '|')} | {r['best_wall_s']:.2f} | {r['median_wall_s']:.2f} | {ratio:.2f} | {1 / ratio:.2f}x | "
                      f"{r['peak_rss_mb']:.0f} |")
     p = result["pair"]
     lines.append("")
@@ -236,6 +239,19 @@ def render(result: dict) -> str:
                  f"{'shared with other jobs' if result.get('shared_machine') else ''} (load average at start "
                  f"{result['machine']['load_average_at_start'][0]}); command: `{result['command']}`")
     return "\n".join(lines)
+
+
+BEGIN, END = "<!-- delta_bench:begin -->", "<!-- delta_bench:end -->"
+
+
+def write_block(md: Path, table: str, command: str) -> None:
+    """Put ``table`` between the delta_bench markers of ``md`` (the markers must be there already)."""
+    text = md.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{md}: no {BEGIN} ... {END} block to fill; add the two markers where the table goes")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    md.write_text(f"{head}{BEGIN}\n<!-- written by `{command}`: do not edit by hand -->\n{table}\n{END}{tail}")
 
 
 def main(argv=None):
@@ -254,10 +270,15 @@ def main(argv=None):
     p.add_argument("--shared", action="store_true", help="record that the machine was shared with other jobs")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--render", default=None, metavar="JSON", help="print the Markdown table of a results file and exit")
+    p.add_argument("--write-docs", default=None, metavar="MD",
+                   help="with --render: replace the block between the delta_bench markers in this Markdown file")
     p.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.render:
-        print(render(json.loads(Path(args.render).read_text())))
+        table = render(json.loads(Path(args.render).read_text()))
+        if args.write_docs:
+            write_block(Path(args.write_docs), table, f"python benchmarks/delta_bench.py --render {args.render}")
+        print(table)
         return 0
 
     dims = dict(SIZES[args.size])

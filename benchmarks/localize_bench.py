@@ -217,6 +217,9 @@ def main(argv=None) -> int:
     p.add_argument("--consistency", action="store_true", help="also run the all-modules cells")
     p.add_argument("--ft-steps", type=int, default=12, help="SmolLM2 fine-tune steps (batch 8)")
     p.add_argument("--ft-lr", type=float, default=1e-4, help="SmolLM2 fine-tune learning rate")
+    p.add_argument("--smollm2-tuned", metavar="DIR",
+                   help="use this fine-tune of SmolLM2 (e.g. the lab's smollm2_sft stage) instead of training one")
+    p.add_argument("--smollm2-task", default=None, help="task for the SmolLM2 map (default: addition JSONL; chain with --smollm2-tuned)")
     p.add_argument("--sweep", action="store_true", help="also time the sweep's generation before/after (SmolLM2)")
     p.add_argument("--sweep-prompts", type=int, default=10)
     p.add_argument("--sweep-tokens", type=int, default=64)
@@ -241,12 +244,20 @@ def main(argv=None) -> int:
             results["maps"][name] = run_map(name, base, tuned, task, a, out_root)
     if "smollm2" in wanted or args.sweep:
         t0 = time.perf_counter()
-        base, tuned = smollm2_pair(CACHE, args.ft_steps, args.threads, args.ft_lr)
-        results["smollm2_finetune"] = {"steps": args.ft_steps, "batch": 8, "lr": args.ft_lr, "seconds_or_cached": time.perf_counter() - t0}
+        if args.smollm2_tuned:
+            from sfn_merge_plugin.smollm2 import smollm2_path
+
+            base, tuned = smollm2_path(), args.smollm2_tuned
+            stage = Path(tuned) / "sfn_lab_stage.json"
+            results["smollm2_finetune"] = {"given": tuned, "lab_stage": json.loads(stage.read_text()) if stage.is_file() else None}
+        else:
+            base, tuned = smollm2_pair(CACHE, args.ft_steps, args.threads, args.ft_lr)
+            results["smollm2_finetune"] = {"steps": args.ft_steps, "batch": 8, "lr": args.ft_lr, "seconds_or_cached": time.perf_counter() - t0}
         if "smollm2" in wanted:
-            task = write_task(CACHE / "addition.jsonl")
+            task = args.smollm2_task or ("chain" if args.smollm2_tuned else write_task(CACHE / "addition.jsonl"))
             a = argparse.Namespace(**{**vars(args), "window": args.window or 10, "max_new_tokens": args.max_new_tokens or 12})
-            results["maps"]["smollm2-addition"] = run_map("smollm2-addition", base, tuned, task, a, out_root)
+            name = "smollm2-" + (Path(task).stem if task.endswith(".jsonl") else task)
+            results["maps"][name] = run_map(name, base, tuned, task, a, out_root)
         if args.sweep:
             results["sweep_generation"] = sweep_speed(base, args)
     text = json.dumps(results, indent=1)

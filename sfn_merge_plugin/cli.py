@@ -86,7 +86,10 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as exc:  # --help (0) or a bad option value, already explained in one line (2)
+        return int(exc.code or 0)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -15,7 +15,8 @@ Rules, in the order they apply:
    value is the rest of the line (else the next non-empty line), cut at "I hope it is correct", at a chat
    token (``<|im_start|>``...) and at the first sentence end outside math; of "<subject> is <answer>" the
    answer is kept ("The largest $n$ is 34." -> 34). The box group and the last Final Answer line compete:
-   whichever starts LAST in the text is the answer (``\\boxed{255} ... Final Answer: ... $10,455$`` is 10455).
+   whichever starts LAST in the text is the answer (``\\boxed{255} ... Final Answer: ... $10,455$`` is 10455),
+   except that a line whose value has no digit and no math ("the final answer is correct") never beats a box.
 4. Math comparison (``kind="math"``): a normalised string match; thousands separators removed (``12,000,023``,
    ``1{,}000``) and a decimal comma read only number-against-number (``1000,99`` = ``1000.99``; ``2,5`` against a
    list stays the list); ``\\sqrt[3]2`` read as ``\\sqrt[3]{2}``; then math-verify ``verify(gold, pred)``. Answers

@@ -167,8 +167,11 @@ def final_answer_match(text: str) -> tuple[int, str] | None:
 def math_answer(answer: str) -> str | None:
     """The math answer of the ANSWER part: the final box group or the last "Final Answer" line, whichever
     starts LAST (``\\boxed{255} ... Final Answer: ... $10,455$`` answers 10,455; ``**Final Answer**\\n\\boxed{5}``
-    answers 5). Several boxes of one group are joined with ", ". None when there is neither."""
+    answers 5); a line whose value has no digit and no math (a word, "correct") never beats a box. Several
+    boxes of one group are joined with ", ". None when there is neither."""
     group, line = final_box_group(answer), final_answer_match(answer)
+    if group and line and not re.search(r"[\d$\\]", line[1]):
+        line = None  # "... the final answer is correct.": a value with no digit and no math never beats a box
     if group and (line is None or group[0] >= line[0]):
         return ", ".join(group[1])
     return line[1] if line else None

@@ -22,6 +22,7 @@ HOOKS = {
     "trl.cli.accelerate_launcher": ("sfn_merge_plugin.freeze.trl_hook:patch_launcher",),
     "lm_eval.tasks": ("sfn_merge_plugin.evaluation.lm_eval_hook:patch_task_manager",),
     "lm_eval.models": ("sfn_merge_plugin.evaluation.lm_eval_hook:register_models",),
+    "lm_eval.__main__": ("sfn_merge_plugin.evaluation.lm_eval_hook:patch_cli",),
 }
 
 _FIRED = set()

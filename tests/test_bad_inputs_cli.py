@@ -21,8 +21,8 @@ VALUE_CASES = {
     "delta --chunk-mb 0": (lambda b, t, o: ["delta", b, t, "-o", o, "--chunk-mb", "0"], [r"--chunk-mb: 0 is too small: it must be > 0.0"]),
     "delta --bins huge": (lambda b, t, o: ["delta", b, t, "-o", o, "--bins", "100000000000"], [r"--bins: 100000000000 is too large"]),
     "delta --bins text": (lambda b, t, o: ["delta", b, t, "-o", o, "--bins", "many"], [r"--bins: 'many' is not an integer"]),
-    "delta --range inf": (lambda b, t, o: ["delta", b, t, "-o", o, "--range", "inf"], [r"--range: 'inf' is not a finite number"]),
-    "delta --eps 0": (lambda b, t, o: ["delta", b, t, "-o", o, "--eps", "0"], [r"--eps: 0 is too small"]),
+    "delta --range inf": (lambda b, t, o: ["delta", b, t, "-o", o, "--range", "inf"], [r"histogram range must be a positive number, got inf"]),
+    "delta --eps 0": (lambda b, t, o: ["delta", b, t, "-o", o, "--eps", "0"], [r"eps must be a positive number", r"got 0.0"]),
     "delta --threads 0": (lambda b, t, o: ["delta", b, t, "-o", o, "--threads", "0"], [r"--threads: 0 is too small"]),
     "delta --every -1": (lambda b, t, o: ["delta", b, t, "-o", o, "--every", "-1"], [r"--every: -1 is too small"]),
     "delta-plot --every 0": (lambda b, t, o: ["delta-plot", o, "--every", "0"], [r"--every: 0 is too small"]),
@@ -58,7 +58,7 @@ def test_a_bad_option_value_is_one_line_and_writes_nothing(pair, tmp_path, capsy
     make, needles = VALUE_CASES[case]
     out = tmp_path / "out"
     rc, lines, _ = run_sfn(make(pair[0], pair[1], str(out)), capsys)
-    assert_one_line(rc, lines, r"^sfn [a-z-]+: error: ", *needles, r"see `sfn [a-z-]+ --help`|use ")
+    assert_one_line(rc, lines, r"^sfn [a-z-]+: error: ", *needles, r"see `sfn [a-z-]+ --help`|use |number")
     assert listing(tmp_path) == set()
 
 
@@ -301,3 +301,33 @@ def test_trl_launcher_adds_no_traceback_to_a_reported_error(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         accelerate_launcher.launch_training_script("sft.py", [], [])
     assert exit_info.value.code == trl_hook.REPORTED
+
+
+def test_a_bad_aime_answer_names_the_file_and_row(tmp_path, monkeypatch):
+    import json
+
+    from sfn_merge_plugin.errors import DataError
+    from sfn_merge_plugin.evaluation.datasets import load
+
+    rows = [{"ID": "2024-I-1", "Problem": "p", "Answer": "204"}, {"ID": "2024-I-2", "Problem": "q", "Answer": "twenty"}]
+    (tmp_path / "aime24.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("SFN_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match=r"aime24.jsonl: row 2 \(ID '2024-I-2'\): Answer 'twenty' is not an integer"):
+        load("aime24")
+
+
+def test_lm_eval_cli_prints_an_sfn_error_in_one_line(monkeypatch, capsys):
+    import lm_eval.__main__ as entry
+
+    from sfn_merge_plugin.errors import DataError
+    from sfn_merge_plugin.evaluation.lm_eval_hook import patch_cli
+
+    def fails():
+        raise DataError("SFN_DATA_DIR=/data has no aime24.jsonl; add it")
+
+    monkeypatch.setattr(entry, "cli_evaluate", fails)
+    patch_cli()
+    with pytest.raises(SystemExit) as exit_info:
+        entry.cli_evaluate()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "lm_eval: error: SFN_DATA_DIR=/data has no aime24.jsonl; add it\n"

@@ -41,6 +41,8 @@ PAIRS = [  # (response, gold, expected)
     ("**Final Answer**\n\\boxed{7}", r"7", True),  # a heading followed by the box: the box
     (r"Final Answer: 3. \boxed{4}", r"4", True),  # the box comes later
     (r"\boxed{4} is my final answer.\nThanks for asking!", r"4", True),  # prose, not a label
+    (r"\boxed{12}. I checked that the final answer is correct.", r"12", True),  # no digit, no math: not an answer
+    (r"Final Answer: Evelyn", r"\text{Evelyn}", True),  # ... but with no box it is the answer
     (r'Final Answer: The final answer is "$12$ and $13$". I hope it is correct.', r"12, 13", True),
     # number spellings
     (r"\boxed{1000,99}", r"1000.99", True),  # decimal comma, number against number

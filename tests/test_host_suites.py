@@ -45,13 +45,12 @@ def test_host_tests_pass_with_the_hook_on(archive, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", SFN_DISABLE_HOOKS="0")
     env.pop("PYTEST_ADDOPTS", None)
     # -P: import the installed host package (the one SfN's hook patches), not the unpacked source copy
-    done = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+    done = subprocess.run([sys.executable, "-P", "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:randomly",
                            "--rootdir", str(root), tests, "-k", keyword],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+    out = done.stdout + done.stderr
+    tail = "\n".join(out.splitlines()[-15:])
     assert done.returncode == 0, tail
-    assert " passed" in tail and "failed" not in tail and "error" not in tail.lower().replace("errors=", ""), tail
+    assert " passed" in tail and " failed" not in tail, tail
     if "mergekit" in archive:  # the SfN methods were among those run
-        listed = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
-                                 tests, "-k", keyword], cwd=root, env=env, capture_output=True, text=True, timeout=300)
-        assert "[sfn_swap]" in listed.stdout and "[sfn_destroy]" in listed.stdout, listed.stdout[-2000:]
+        assert "[sfn_swap] PASSED" in out and "[sfn_destroy] PASSED" in out, tail

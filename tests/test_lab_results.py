@@ -167,3 +167,14 @@ def test_committed_docs_match_the_committed_results():
     assert s["command"].startswith("sfn lab") and s["seeds"] == [0] and s["torch_threads"] >= 1
     assert s["environment"]["torch"] and s["environment"]["cpu_capability"]
     assert "<!-- sfn:lab-begin results -->" in (docs.REPO / "docs" / "lab.md").read_text()
+
+
+def test_delta_console_claim_when_nothing_else_moved():
+    from sfn_merge_plugin.delta.report import claim_lines
+
+    claims = {"largest_mean_delta_norm": _claim("o_proj", 0.5, "q_proj", 0.0),
+              "largest_mean_rel_delta": _claim("o_proj", 0.2, "mlp", 0.05),
+              "o_proj_bimodal": {"measured": False, "reason": "one layer"}}
+    lines = claim_lines(claims)
+    assert "no other linear module moved (runner-up q_proj 0)" in lines[1] and "inf" not in lines[1]
+    assert "4.00x the runner-up mlp (0.05)" in lines[2]

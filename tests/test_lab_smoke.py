@@ -148,3 +148,36 @@ def test_tables_are_csv_of_the_report(lab):
     assert [r["replaced module"] for r in rows if r["pair"] == "skill"] == ["-", "-", "o_proj", "q,k,v_proj", "mlp"]
     with open(out / "table2_freeze.csv") as f:
         assert len(list(csv.DictReader(f))) == 8
+
+
+def test_kept_files_point_at_the_final_folder(lab):
+    """Recipes, model cards and CSVs of a lab folder built under a temporary name name the final folder,
+    and tables hold numbers (a mean and its stderr in two columns)."""
+    import stat
+
+    out, results = lab
+    for path in out.rglob("*"):
+        if path.suffix in (".yaml", ".yml", ".md", ".json", ".csv") and path.is_file():
+            assert ".sfn-tmp-" not in path.read_text(errors="replace"), path
+    recipe = yaml_load(out / "freeze" / "skill-s0" / "oproj-seed0" / "recipe.yaml")
+    assert recipe["output_dir"].startswith(str(out)) and recipe["data_file"].startswith(str(out))
+    for row in results["pairs"]["skill-s0"]["merge"]["rows"].values():
+        mode = stat.S_IMODE(os.stat(row["model"]).st_mode)
+        assert mode & 0o055 == 0o055 & ~_umask(), oct(mode)  # not 0700: readable like any folder the user makes
+    with open(out / "table1_merge.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["accuracy"]) >= 0 and float(r["accuracy stderr"]) >= 0 for r in rows)
+    md = (out / "report.md").read_text()
+    assert "stethoscopes run: delta, merge, freeze, destruction" in md.lower()
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(open(path))
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

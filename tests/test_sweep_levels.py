@@ -209,7 +209,7 @@ def test_echo_separates_a_restated_question_from_an_answer():
     from sfn_merge_plugin.sweep.text_evidence import echo
 
     assert echo("Explain in two sentences why the sky is blue.", "The sky is blue.") == (1.0, 0)
-    assert echo("What is 17 + 25? Put the final answer in \\boxed{}.", "The answer is 17 + 25.") == (4 / 6, 0)
+    assert echo("What is 17 + 25? Put the final answer in \\boxed{}.", "The answer is 17 + 25.") == (1.0, 0)
     copied, own = echo("What is the capital of France, and what is it famous for?", "The capital of France is Paris.")
     assert copied == pytest.approx(4 / 6) and own == 1  # "Paris" is the answer's own word
     assert echo("A farmer has 12 sheep. How many now?", "The answer is 12.") == (0.0, 0)  # an answer, not a copy
@@ -258,7 +258,8 @@ def test_grade_responses_encodes_the_text(standin):
             ("What is 17 + 25?", "17 + 25 = 42, so the answer is \\boxed{42}.", "42", "math"),
             ("What is 17 + 25?", "The answer is 17 + 25.", None, "math"),
             ("Why is the sky blue?", "", None, "math")]
-    got = levels.grade_responses(standin, rows)
+    blind = cal(shuffled_nll=2.1, shuffled_order=3.99, other_relevance=0.59)  # the model rules switched off
+    got = levels.grade_responses(standin, rows, blind)
     assert [g[0] for g in got[1:]] == ["IV", "II", "I"] and got[2][1][0].startswith("echoes the prompt")
     assert got[1][2].correct is True and got[0][2].correct is None and got[0][2].echo < 0.5 < got[2][2].echo
     assert got[0][2] == levels.measure(standin, [(rows[0][0], standin.encode(rows[0][1]), rows[0][1])])[0]

@@ -26,9 +26,9 @@ def add_arguments(p):
     p.add_argument("--layers", default=None, help='only these layers: "5-30", "0-3,10", "0.5-1.0" (default: all)')
     p.add_argument("--bins", type=number(1, 100_000, int), default=201,
                    help="histogram bins on [-range, range) (default 201: r = 0 mid-bin; the paper used 200)")
-    p.add_argument("--range", type=number(0.0, 1e6, lo_open=True), default=1.0, dest="hist_range", metavar="R",
+    p.add_argument("--range", type=float, default=1.0, dest="hist_range", metavar="R",
                    help="histogram range R: bins cover [-R, R); the mass beyond is reported apart (default 1)")
-    p.add_argument("--eps", type=number(0.0, 1.0, lo_open=True), default=1e-8, help="eps in r = (b-a)/(|a|+eps) (default 1e-8, the paper's)")
+    p.add_argument("--eps", type=float, default=1e-8, help="eps in r = (b-a)/(|a|+eps) (default 1e-8, the paper's)")
     p.add_argument("--every", type=number(1, 100_000, int), default=None,
                    help="relative_hist.png: a row every K layers (default: about 6 rows, the paper's 5 at 28 layers)")
     p.add_argument("--no-plots", action="store_true", help="write the CSV/JSON only (draw later with sfn delta-plot)")

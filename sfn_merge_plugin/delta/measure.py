@@ -1,6 +1,6 @@
 """Run the walker and the per-chunk statistics of a pair plan on worker threads: one DeltaStats per unit.
 
-Each worker runs whole chunks single-threaded (torch ops release the GIL), which keeps every pass of a
+Each worker runs whole chunks single-threaded (numpy ufuncs and BLAS release the GIL), which keeps every pass of a
 sub-chunk in its core's cache; results are merged in walk order, so the numbers do not depend on the
 thread count. In-flight chunks are bounded, so memory stays flat.
 """
@@ -27,16 +27,25 @@ def default_threads() -> int:
 
 @contextmanager
 def _single_threaded_ops():
-    """torch ops single-threaded while the walk runs: parallelism comes from our workers, one chunk
-    each (intra-op threads on cache-sized chunks mostly wait on each other: 60x slower on a busy CPU)."""
-    import torch
+    """BLAS (and torch, if loaded for .bin files) single-threaded while the walk runs: parallelism comes
+    from our workers, one chunk each (intra-op threads on cache-sized chunks mostly wait on each other:
+    60x slower on a busy CPU). The computation itself is numpy: torch is not imported for safetensors."""
+    import sys
+    from contextlib import ExitStack
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(1))
+        except ImportError:  # pragma: no cover (optional): numpy's BLAS keeps its own thread count
+            pass
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            stack.callback(torch.set_num_threads, before)
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _progress(total: int, label: str, enabled: bool):
@@ -58,7 +67,7 @@ def measure_pair(plan: PairPlan, spec: Optional[HistSpec] = None, *, threads: Op
     stats = [DeltaStats() for _ in plan.units]
     bar = _progress(plan.bytes_to_read, label, progress)
     try:
-        with _single_threaded_ops():  # imports torch before the clock starts
+        with _single_threaded_ops():
             t0 = time.perf_counter()
             if threads == 1:
                 for chunk in iter_chunks(plan, chunk_bytes=chunk_bytes, progress=bar):

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 CSV_NAME, SUMMARY_NAME, HIST_NAME = "delta.csv", "summary.json", "histograms.json"

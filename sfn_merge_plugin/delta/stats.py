@@ -157,39 +157,45 @@ class DeltaStats:
                 "changed": self.changed, "nonfinite": self.nonfinite}
 
 
-def chunk_stats(a, b, spec: HistSpec, sub_elements: int = SUB_CHUNK_ELEMENTS) -> DeltaStats:
-    """Statistics of two equally shaped 2-D tensors (any float dtype), in cache-sized groups of rows."""
-    import torch
+# bf16 as numpy holds it: the 16-bit pattern in a one-field structured dtype, so arithmetic on it fails
+# loudly instead of treating the bits as integers
+BF16 = np.dtype([("bf16", "<u2")])
 
+
+def as_array(x) -> np.ndarray:
+    """A numpy view of ``x`` (a numpy array, or a CPU torch tensor: bf16 becomes :data:`BF16`)."""
+    if isinstance(x, np.ndarray):
+        return x
+    import torch  # only when the caller hands torch tensors
+
+    x = x.detach()
+    if x.dtype == torch.bfloat16:
+        return x.view(torch.int16).numpy().view(BF16)
+    return x.numpy()
+
+
+def chunk_stats(a, b, spec: HistSpec, sub_elements: int = SUB_CHUNK_ELEMENTS) -> DeltaStats:
+    """Statistics of two equally shaped 2-D arrays (numpy, :data:`BF16`, or torch tensors; any float
+    dtype), in cache-sized groups of rows."""
+    a, b = as_array(a), as_array(b)
     rows, cols = a.shape
     step = max(1, sub_elements // max(1, cols))
-    ct = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+    ct = np.float64 if np.float64 in (a.dtype, b.dtype) else np.float32
     work = _work_buffers(min(rows, step) * cols, ct)
     out = DeltaStats()
-    for r0 in range(0, rows, step):
-        out.add(_sub_chunk(a[r0:r0 + step], b[r0:r0 + step], spec, work))
+    with np.errstate(all="ignore"):  # inf/nan inputs are counted, not warned about
+        for r0 in range(0, rows, step):
+            out.add(_sub_chunk(a[r0:r0 + step], b[r0:r0 + step], spec, work))
     return out
 
 
 class _Work:
-    """One thread's reusable sub-chunk buffers (numpy views; torch views share their memory)."""
+    """One thread's reusable sub-chunk buffers (allocated once: no page faults per sub-chunk)."""
 
     def __init__(self, n: int, ct):
-        import torch
-
         self.n, self.ct = n, ct
-        self.a, self.b, self.d = (torch.empty(n, dtype=ct) for _ in range(3))
-        self.keys = torch.empty(n, dtype=torch.uint8)
-        self.na, self.nb, self.nd, self.nkeys = (t.numpy() for t in (self.a, self.b, self.d, self.keys))
-        self.scalars = {}  # value -> 0-dim tensor (creating one is a torch op)
-
-    def scalar(self, value: float):
-        t = self.scalars.get(value)
-        if t is None:
-            import torch
-
-            t = self.scalars[value] = torch.tensor(value, dtype=self.ct)
-        return t
+        self.a, self.b, self.d = (np.empty(n, dtype=ct) for _ in range(3))
+        self.keys = np.empty(n, dtype=np.uint8)
 
 
 _THREAD = threading.local()
@@ -202,29 +208,31 @@ def _work_buffers(n: int, ct) -> _Work:
     return work
 
 
-def _as_float(src, out_np: np.ndarray, out_t) -> None:
-    """``out = float(src)``: bf16 by a 16-bit shift of its bit pattern (exact, numpy: no torch-op overhead)."""
-    import torch
-
-    if src.dtype == torch.bfloat16 and out_np.dtype == np.float32:
-        bits = src.view(torch.int16).numpy().view(np.uint16)
-        u = out_np.view(np.uint32)
-        np.copyto(u, bits, casting="safe")
-        np.left_shift(u, 16, out=u)
+def _as_float(src: np.ndarray, out: np.ndarray) -> None:
+    """``out = float(src)``; bf16 by shifting its bit pattern into the high half of a float32 (exact)."""
+    if src.dtype == BF16:
+        bits = src.view(np.uint16)
+        if out.dtype == np.float32:
+            u = out.view(np.uint32)
+            np.copyto(u, bits, casting="safe")
+            np.left_shift(u, 16, out=u)
+        else:
+            f = np.empty(src.shape, np.uint32)
+            np.copyto(f, bits, casting="safe")
+            np.left_shift(f, 16, out=f)
+            np.copyto(out, f.view(np.float32))
     else:
-        out_t.copy_(src)
+        np.copyto(out, src, casting="unsafe")
 
 
-def _sub_chunk(a, b, spec: HistSpec, work: _Work) -> DeltaStats:
-    """One cache-sized sub-chunk: ~12 vectorised passes over L2-resident buffers, most of them numpy (a
-    torch op costs several microseconds of fixed overhead, a numpy ufunc about one)."""
-    import torch
-
+def _sub_chunk(a: np.ndarray, b: np.ndarray, spec: HistSpec, work: _Work) -> DeltaStats:
+    """One cache-sized sub-chunk: ~15 vectorised numpy passes over L2-resident buffers (a numpy ufunc has
+    ~1 us of fixed cost, a torch op several; numpy alone also spares the CLI torch's start-up)."""
     rows, cols = a.shape
     n = rows * cols
-    A, B, D = (x[:n].reshape(rows, cols) for x in (work.na, work.nb, work.nd))
-    _as_float(a, A, work.a[:n].view(rows, cols))
-    _as_float(b, B, work.b[:n].view(rows, cols))
+    A, B, D = (x[:n].reshape(rows, cols) for x in (work.a, work.b, work.d))
+    _as_float(a, A)
+    _as_float(b, B)
     np.subtract(B, A, out=D)
     # per-row dot products in the compute dtype (BLAS), then float64 across rows
     f64 = np.float64
@@ -232,48 +240,41 @@ def _sub_chunk(a, b, spec: HistSpec, work: _Work) -> DeltaStats:
     s_ad = float(np.matmul(A[:, None, :], D[:, :, None]).sum(dtype=f64))
     s_dd = float(np.matmul(D[:, None, :], D[:, :, None]).sum(dtype=f64))
     if not (math.isfinite(s_aa) and math.isfinite(s_dd)):  # inf/nan in the inputs: the careful path
-        return _sub_chunk_nonfinite(a, b, spec)
+        return _sub_chunk_nonfinite(A, D, spec)
     changed = int(np.count_nonzero(np.not_equal(A, B)))  # a != b exactly when b - a != 0 (finite values)
     m = max(float(D.max()), -float(D.min()))
     # bin of r = d / (|a| + eps): 0 = below -range, 1..bins = regular, bins + 1 = at/above +range
     T = B
     np.abs(A, out=T)
     T += spec.eps
-    t = work.b[:n]
-    torch.addcdiv(work.scalar(spec.bins / 2.0 + 1.0), work.d[:n], t, value=spec.bins / (2.0 * spec.range), out=t)
-    t.clamp_(0.0, spec.bins + 1.0)
-    if spec.bins + 2 <= 256:  # uint8 keys: the cheapest conversion and bincount
-        keys = work.nkeys[:n]
+    np.divide(D, T, out=T)
+    T *= spec.bins / (2.0 * spec.range)
+    T += spec.bins / 2.0 + 1.0
+    np.clip(T, 0.0, spec.bins + 1.0, out=T)
+    if spec.bins + 2 <= 256:  # uint8 keys: the cheapest conversion
+        keys = work.keys[:n]
         np.copyto(keys, T.reshape(-1), casting="unsafe")  # truncation = floor on [0, bins + 1]
-        counts = torch.bincount(work.keys[:n], minlength=spec.bins + 2)
     else:
-        counts = torch.bincount(t.to(torch.int32), minlength=spec.bins + 2)
-    return DeltaStats(n, s_aa, s_ad, s_dd, m, changed, 0, counts.numpy())
+        keys = T.reshape(-1).astype(np.int32)
+    counts = np.bincount(keys, minlength=spec.bins + 2)
+    return DeltaStats(n, s_aa, s_ad, s_dd, m, changed, 0, counts)
 
 
-def _sub_chunk_nonfinite(a, b, spec: HistSpec) -> DeltaStats:
+def _sub_chunk_nonfinite(A: np.ndarray, D: np.ndarray, spec: HistSpec) -> DeltaStats:
     """The same statistics where an input is inf/nan (or a square overflows): non-finite elements counted
-    and kept out of the histogram, max |d| = nan."""
-    import torch
-
-    ct = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
-    a32 = a.to(ct)
-    d = b.to(ct) - a32
-    f64 = torch.float64
-    s_aa = float((a32 * a32).sum(1).sum(dtype=f64))
-    s_ad = float((a32 * d).sum(1).sum(dtype=f64))
-    s_dd = float((d * d).sum(1).sum(dtype=f64))
-    m = float(d.abs().amax().to(f64))
-    changed = int(torch.count_nonzero(d))
-    r = d / (a32.abs() + spec.eps)
-    bad = ~(torch.isfinite(a32) & torch.isfinite(d))
-    nonfinite = int(bad.sum())
-    r = r[~bad]
-    m = math.nan if nonfinite else m
-    scale = spec.bins / (2.0 * spec.range)
-    r = (r * scale + (spec.bins / 2.0 + 1.0)).clamp_(0.0, spec.bins + 1.0)
-    counts = torch.bincount(r.reshape(-1).to(torch.int32), minlength=spec.bins + 2)
-    return DeltaStats(a32.numel(), s_aa, s_ad, s_dd, m, changed, nonfinite, counts.numpy())
+    and kept out of the histogram, max |d| = nan if any."""
+    f64 = np.float64
+    s_aa = float((A * A).sum(axis=1).sum(dtype=f64))
+    s_ad = float((A * D).sum(axis=1).sum(dtype=f64))
+    s_dd = float((D * D).sum(axis=1).sum(dtype=f64))
+    changed = int(np.count_nonzero(D))  # nan counts as changed
+    good = np.isfinite(A) & np.isfinite(D)
+    nonfinite = int(D.size - np.count_nonzero(good))
+    m = math.nan if nonfinite else float(np.abs(D).max())
+    r = D[good] / (np.abs(A[good]) + A.dtype.type(spec.eps))
+    pos = np.clip(r * (spec.bins / (2.0 * spec.range)) + (spec.bins / 2.0 + 1.0), 0.0, spec.bins + 1.0)
+    counts = np.bincount(pos.astype(np.int32), minlength=spec.bins + 2)
+    return DeltaStats(int(A.size), s_aa, s_ad, s_dd, m, changed, nonfinite, counts)
 
 
 # -- bimodality ------------------------------------------------------------------------------------

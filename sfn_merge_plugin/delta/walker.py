@@ -7,13 +7,16 @@ RSS by ~2 GB of mapped pages; reopening per chunk kept it flat but parsed the he
 
     plan = plan_pair(base, tuned)                   # pairing.py: checks, before any read
     for chunk in iter_chunks(plan):                 # Chunk(unit, base, tuned, last)
-        ...                                         # chunk.base / chunk.tuned: 2-D tensors, stored dtype
+        ...                                         # chunk.base / chunk.tuned: 2-D numpy arrays, stored dtype
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
+
+import numpy as np
 
 from sfn_merge_plugin.delta.pairing import PairPlan, Unit, as_2d, itemsize
 
@@ -27,13 +30,13 @@ class Chunk:
     unit: Unit
     start: int
     stop: int
-    base: object  # torch.Tensor
-    tuned: object  # torch.Tensor
+    base: np.ndarray  # stored dtype (bf16 as stats.BF16)
+    tuned: np.ndarray
     last: bool  # the unit's final chunk
 
     @property
     def nbytes(self) -> int:
-        return self.base.numel() * self.base.element_size() + self.tuned.numel() * self.tuned.element_size()
+        return self.base.nbytes + self.tuned.nbytes
 
 
 class BinReader:
@@ -56,19 +59,63 @@ class BinReader:
         return self.state[entry.name]
 
 
+_NP_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
+
+
+class _Shard:
+    """A safetensors file kept open: its header (parsed once) and a descriptor for positioned reads."""
+
+    def __init__(self, path: str):
+        import json
+
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        try:
+            n = int.from_bytes(os.pread(self.fd, 8, 0), "little")
+            self.header = json.loads(os.pread(self.fd, n, 8))
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.header.pop("__metadata__", None)
+        self.data_start = 8 + n
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (first axis; a 1-D tensor's elements) as a numpy array in the stored dtype
+        (:data:`~sfn_merge_plugin.delta.stats.BF16` for bf16), read by one ``os.preadv`` into its own buffer."""
+        from sfn_merge_plugin.delta.stats import BF16
+
+        meta = self.header[name]
+        shape = list(meta["shape"])
+        begin, end = meta["data_offsets"]
+        dtype = BF16 if meta["dtype"] == "BF16" else np.dtype(_NP_DTYPES[meta["dtype"]])
+        total_rows = shape[0] if shape else 1
+        row_bytes = (end - begin) // max(1, total_rows)
+        if shape:
+            shape[0] = stop - start
+        nbytes = (stop - start) * row_bytes
+        out = np.empty(nbytes // dtype.itemsize, dtype=dtype)
+        view, got, pos = memoryview(out.view(np.uint8)), 0, self.data_start + begin + start * row_bytes
+        while got < nbytes:
+            k = os.preadv(self.fd, [view[got:]], pos + got)
+            if k <= 0:
+                raise OSError(f"{self.path}: truncated tensor {name}")
+            got += k
+        return out.reshape(shape)
+
+    def close(self):
+        os.close(self.fd)
+
+
 class ShardReaders:
-    """One open :class:`~sfn_merge_plugin.tensor_io.SafetensorsReader` per shard (header parsed once),
-    closed together."""
+    """One open safetensors shard per file (header parsed once), closed together."""
 
     def __init__(self):
         self.readers = {}
 
-    def get(self, path: str):
+    def get(self, path: str) -> _Shard:
         reader = self.readers.get(path)
         if reader is None:
-            from sfn_merge_plugin.tensor_io import SafetensorsReader
-
-            reader = self.readers[path] = SafetensorsReader(path)
+            reader = self.readers[path] = _Shard(path)
         return reader
 
     def close(self):
@@ -79,23 +126,26 @@ class ShardReaders:
 
 def read_rows(entry, start: int, stop: int, bin_reader: Optional[BinReader] = None,
               shards: Optional[ShardReaders] = None):
-    """Rows ``start:stop`` of one tensor as a 2-D tensor in its stored dtype (1-D tensors are one row).
-    ``bin_reader`` is needed for ``.bin`` files only; ``shards`` keeps safetensors files open between calls."""
+    """Rows ``start:stop`` of one tensor as a 2-D numpy array in its stored dtype (bf16 as
+    :data:`~sfn_merge_plugin.delta.stats.BF16`; 1-D tensors are one row). ``bin_reader`` is needed for
+    ``.bin`` files only; ``shards`` keeps safetensors files open between calls."""
     shape = tuple(entry.shape)
     if entry.file.endswith(".safetensors"):
-        if shards is None:
-            from sfn_merge_plugin.tensor_io import SafetensorsReader
-
-            with SafetensorsReader(entry.file) as reader:
-                t = reader.get_rows(entry.name, start, stop) if len(shape) > 1 else reader.get_tensor(entry.name)
-        else:
-            reader = shards.get(entry.file)
-            t = reader.get_rows(entry.name, start, stop) if len(shape) > 1 else reader.get_tensor(entry.name)
+        own = shards is None
+        shards = ShardReaders() if own else shards
+        try:
+            t = shards.get(entry.file).rows(entry.name, start, stop) if len(shape) > 1 else \
+                shards.get(entry.file).rows(entry.name, 0, shape[0] if shape else 1)
+        finally:
+            if own:
+                shards.close()
     else:
+        from sfn_merge_plugin.delta.stats import as_array
+
         if bin_reader is None:
             raise ValueError(f"{entry.file}: reading .bin weights needs a BinReader")
         whole = bin_reader.tensor(entry)
-        t = whole[start:stop] if len(shape) > 1 else whole
+        t = as_array(whole[start:stop] if len(shape) > 1 else whole)
     return t if len(shape) == 2 else t.reshape(-1, as_2d(shape)[1])
 
 

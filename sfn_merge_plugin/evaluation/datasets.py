@@ -138,12 +138,19 @@ def shuffled_options(record_id: str, correct: str, incorrect: list[str]) -> tupl
     return choices, LETTERS[order.index(0)]
 
 
-def normalize(name: str, rows: list[dict]) -> list[dict]:
-    """Hub rows -> the fields the task templates use: id, problem/question(+A-D), answer."""
+def normalize(name: str, rows: list[dict], origin: str | None = None) -> list[dict]:
+    """Hub rows -> the fields the task templates use: id, problem/question(+A-D), answer.
+    ``origin`` (the file or hub id the rows came from) names the row in an error."""
     out = []
     if name == "aime24":
-        for row in rows:
-            out.append({"id": str(row["ID"]), "problem": str(row["Problem"]).strip(), "answer": str(int(row["Answer"]))})
+        for number, row in enumerate(rows, 1):
+            try:
+                value = row["Answer"]
+                answer = str(value if isinstance(value, int) and not isinstance(value, bool) else int(str(value).strip()))
+            except (TypeError, ValueError):
+                raise DataError(f"{origin or name}: row {number} (ID {row.get('ID')!r}): Answer {row['Answer']!r} is not an "
+                                "integer; AIME answers are integers 0-999") from None
+            out.append({"id": str(row["ID"]), "problem": str(row["Problem"]).strip(), "answer": answer})
     elif name == "math500":
         for row in rows:
             out.append({"id": str(row["unique_id"]), "problem": str(row["problem"]).strip(), "answer": str(row["answer"]).strip(),
@@ -168,7 +175,8 @@ def load(name: str, **metadata):
     """A ``datasets.DatasetDict`` with one ``test`` split, as lm-eval's ``custom_dataset`` expects."""
     import datasets
 
-    docs = normalize(name, raw_rows(name, metadata))
+    kind, where = locate(name, metadata)
+    docs = normalize(name, raw_rows(name, metadata), origin=str(where) if kind == "file" else getattr(where, "hub_path", name))
     lenient = _truthy(metadata.get("paper_lenient", os.environ.get("SFN_PAPER_LENIENT", "")))
     for doc in docs:
         doc["sfn_paper_lenient"] = lenient

@@ -70,3 +70,28 @@ def register_models():
     for name, target in MODELS.items():
         if name not in model_registry:  # a future lm-eval may already have them from our entry points
             model_registry.register(name, target=target)
+
+
+def patch_cli() -> None:
+    """``lm_eval`` / ``lm-eval``: an SfN error (a missing data file, a bad budget-forcing argument...) is one
+    line and exit code 2, not the last line of a long traceback. Other errors are left to lm-eval."""
+    import lm_eval.__main__ as entry
+
+    original = entry.cli_evaluate
+    if getattr(original, "_sfn_patched", False):
+        return
+
+    @functools.wraps(original)
+    def cli_evaluate(*args, **kwargs):
+        import sys
+
+        from sfn_merge_plugin.errors import SfnError
+
+        try:
+            return original(*args, **kwargs)
+        except SfnError as exc:
+            sys.stderr.write(f"lm_eval: error: {exc}\n")
+            raise SystemExit(2) from None
+
+    cli_evaluate._sfn_patched = True
+    entry.cli_evaluate = cli_evaluate

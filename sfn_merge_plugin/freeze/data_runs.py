@@ -110,15 +110,13 @@ def run_convert(args):
 def run_decontaminate(args):
     from sfn_merge_plugin.data.decontaminate import DecontamConfig, decontaminate_file
     from sfn_merge_plugin.data.outfile import check_output_file, sidecar
-    from sfn_merge_plugin.data.rows import open_table
+    from sfn_merge_plugin.data.rows import open_table, require_columns
     from sfn_merge_plugin.outputs import atomic_write_json
 
     DecontamConfig(args.ngram, args.threshold, args.question_column).check()
     out_file = check_output_file(args.output, "decontam", args.force, inputs=[args.input])
     table = open_table(args.input)
-    if table.columns is not None and args.question_column is not None and args.question_column not in table.columns:
-        from sfn_merge_plugin.data.rows import require_columns
-
+    if table.columns is not None and args.question_column is not None:
         require_columns(table, [args.question_column])
     deco = _decontaminator(args, table.numbering)
     doc = decontaminate_file(table, out_file, deco)

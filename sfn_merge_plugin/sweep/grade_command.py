@@ -6,7 +6,7 @@ Each input line is {"prompt": ..., "response": ...[, "answer": ..., "grader": "m
 MODEL is the UNDAMAGED model the responses are scored with (the sweep scores with the undamaged model too):
 the thresholds are calibrated on it exactly as ``sfn destroy-sweep`` does. Each output line is the input line
 plus "level", "level_reasons" and "level_evidence"; the file is written atomically. The classifier and its
-evidence are described in docs/destruction.md.
+evidence are described in docs/levels.md.
 """
 
 from __future__ import annotations

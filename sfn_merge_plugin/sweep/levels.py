@@ -11,15 +11,22 @@ Evidence for one response (units = tokens of the UNDAMAGED model; repeats exclud
 - ``repetition``   share of units inside a 4-gram seen earlier in the response; such units are left out
                    of the three numbers above, because a model predicts a loop by copying;
 - ``nonword_rate`` share of whitespace-separated chunks that do not look like words or numbers;
+- ``ends_in_loop`` most of its last ``LOOP_TAIL`` units repeat an earlier 4-gram (stuck in a loop);
+- ``echo``, ``own_words`` share of its content words copied (in 3-word phrases) from the prompt, and the
+                   number of content words it adds (``text_evidence.echo``);
 - ``correct``      the grader's verdict (``grading.grade``) on a prompt with a known answer.
 
 Rules, in order: empty, one or two distinct units over and over, or more than half non-words -> I;
-correct -> IV; ``nll`` above ``max_nll``, or (with >= 6 novel units) ``order_gain`` below ``min_order``
--> I; ``relevance`` >= ``min_relevance`` -> III; else II.
+correct -> IV; degenerate repetition (>= 12 units, ``repetition`` > 45%, ending in the loop) -> I;
+``nll`` above ``max_nll``, or (with >= 6 novel units) ``order_gain`` below ``min_order`` -> I;
+an echo of the prompt (``echo`` >= 0.5, no own word) -> II; ``nll`` above ``max_meaningful_nll`` -> II;
+``relevance`` >= ``min_relevance`` -> III; else II. Tuned on the "tuning" rows of
+tests/data/levels_smollm2.jsonl (real SmolLM2 responses labelled by hand), checked on its held-out rows.
 
 Thresholds are calibrated per undamaged model on reference answers shipped here (``CALIBRATION``):
 ``max_nll`` and ``min_order`` lie midway between the medians of those answers and of the same answers
-with their tokens shuffled; ``min_relevance`` midway between the answers after their own prompt and
+with their tokens shuffled; ``max_meaningful_nll`` 10% of the way from the first to the second;
+``min_relevance`` midway between the answers after their own prompt and
 after another reference prompt. A model that cannot tell these apart is flagged unreliable, and the
 Level I rule it could not calibrate is switched off rather than calling everything random.
 """
@@ -37,6 +44,8 @@ MIN_NOVEL_FOR_ORDER = 6  # the order-gain rule needs this many novel units to ju
 NONWORD_MAX = 0.5  # more non-word chunks than this share -> I
 MAX_REPETITION = 0.45  # more of the response inside repeated 4-grams than this share, ending in the loop -> I
 MIN_LOOP_TOKENS = 12  # ... once the response is at least this long (a short answer may repeat a phrase)
+LOOP_TAIL = 6  # "ends inside the loop": more than half of its last LOOP_TAIL units repeat an earlier 4-gram
+MEANINGFUL_SHARE = 0.1  # Level III needs nll <= reference + this share of (shuffled - reference); else II
 ECHO_MIN = 0.5  # at least this share of its words copied from the prompt, and no content word of its own -> II
 
 # (prompt, a fluent answer that fits it): the Level III reference; shuffled, the Level I reference;
@@ -82,7 +91,7 @@ class Evidence:
     order_gain: Optional[float] = None
     relevance: Optional[float] = None
     correct: Optional[bool] = None
-    ends_in_loop: bool = False  # its last unit repeats an earlier 4-gram: cut off (or stopped) inside a loop
+    ends_in_loop: bool = False  # most of its last units repeat earlier 4-grams: cut off (or stopped) inside a loop
     echo: float = 0.0  # share of the response's words inside 3-grams copied from the prompt
     own_words: int = 0  # distinct content words of the response that the prompt does not have
 
@@ -102,6 +111,12 @@ class Calibration:
     @property
     def max_nll(self) -> float:
         return (self.fluent_nll + self.shuffled_nll) / 2
+
+    @property
+    def max_meaningful_nll(self) -> float:
+        """Level III text is about as likely as the median reference answer (within MEANINGFUL_SHARE of the way
+        from it to its shuffle)."""
+        return self.fluent_nll + MEANINGFUL_SHARE * (self.shuffled_nll - self.fluent_nll)
 
     @property
     def min_order(self) -> float:
@@ -144,7 +159,7 @@ class Calibration:
 
     def as_dict(self) -> dict:
         d = {k: round(v, 4) for k, v in asdict(self).items()}
-        d.update(max_nll=round(self.max_nll, 4), min_order=round(self.min_order, 4),
+        d.update(max_nll=round(self.max_nll, 4), max_meaningful_nll=round(self.max_meaningful_nll, 4), min_order=round(self.min_order, 4),
                  min_relevance=round(self.min_relevance, 4), reliable=self.reliable, problems=self.problems())
         return d
 
@@ -164,7 +179,7 @@ def measure(scorer, items: list, seed: int = 0) -> list:
         copied, own = echo(prompt or "", text)
         ev = Evidence(tokens=len(units), novel=len(novel), distinct=len(set(units)),
                       repetition=(1 - len(novel) / len(units)) if units else 0.0, nonword_rate=nonword_rate(text),
-                      ends_in_loop=bool(units) and not mask[-1], echo=copied, own_words=own)
+                      ends_in_loop=sum(not m for m in mask[-LOOP_TAIL:]) > LOOP_TAIL / 2, echo=copied, own_words=own)
         plan.append((ev, mask))
         if units:
             own = scorer.context(prompt)
@@ -228,6 +243,9 @@ def classify(ev: Evidence, cal: Calibration) -> tuple:
     if ev.echo >= ECHO_MIN and ev.own_words == 0:
         return "II", [f"echoes the prompt: {ev.echo:.0%} of its words are copied from it (>= {ECHO_MIN:.0%}) and "
                       "it adds no content word of its own"]
+    if cal.nll_separates and ev.nll > cal.max_meaningful_nll:
+        return "II", [f"nll {ev.nll:.2f} > {cal.max_meaningful_nll:.2f} (near the reference answers' {cal.fluent_nll:.2f}): reads "
+                      "like text, but the undamaged model finds it less likely than a plain answer"]
     fits = ev.relevance >= cal.min_relevance
     why = [f"relevance {ev.relevance:+.3f} {'>=' if fits else '<'} {cal.min_relevance:+.3f} (own prompt "
            f"{cal.own_relevance:+.3f}, another prompt {cal.other_relevance:+.3f})"]

@@ -3,6 +3,7 @@
 
     python tests/data/grading/agreement.py                                 # sfn_merge_plugin.grading
     python tests/data/grading/agreement.py --grader /tmp/old/grading.py    # another copy of grading.py
+    python tests/data/grading/agreement.py --commit 75e885f                # grading.py of a commit (git show)
     python tests/data/grading/agreement.py --out benchmarks/results/grading_agreement.json
 
 A case is graded with ``grade(case["response"], case["gold"], "math", **case["options"])`` (a grader without
@@ -110,9 +111,18 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grader", help="path of a grading.py to load instead of sfn_merge_plugin.grading")
+    parser.add_argument("--commit", help="grade with sfn_merge_plugin/grading.py as of this git commit")
     parser.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = parser.parse_args(argv)
     cases = load_cases()
+    if args.commit:
+        import subprocess
+        import tempfile
+
+        source = subprocess.run(["git", "show", f"{args.commit}:sfn_merge_plugin/grading.py"], check=True,
+                                capture_output=True, text=True, cwd=HERE).stdout
+        args.grader = str(Path(tempfile.mkdtemp()) / "grading.py")
+        Path(args.grader).write_text(source, encoding="utf-8")
     grade, error_type = load_grader(args.grader)
     result = table(cases, verdicts(cases, grade, error_type))
     print(format_table(result))
@@ -120,7 +130,8 @@ def main(argv=None) -> int:
         import math_verify  # noqa: F401  (version recorded below)
         from importlib.metadata import version
 
-        record = {"command": "python tests/data/grading/agreement.py" + (f" --grader {args.grader}" if args.grader else ""),
+        which = f" --commit {args.commit}" if args.commit else f" --grader {args.grader}" if args.grader else ""
+        record = {"command": f"python tests/data/grading/agreement.py{which} --out {args.out}",
                   "math_verify": version("math-verify"), "cases_file": str(CASES.relative_to(HERE.parents[2])),
                   "result": result}
         args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
