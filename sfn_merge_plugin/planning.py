@@ -144,7 +144,7 @@ def _config_differences(base: dict, donor: dict) -> list:
 def build_plan(method: str, base_ref: str, donor_ref: Optional[str], params: dict, out_dtype=None) -> MergePlan:
     """Resolve a validated parameter set against the checkpoints' headers."""
     base = _open(base_ref, "base")
-    donor = _open(donor_ref, "donor") if donor_ref is not None else None
+    donor = _open_donor(donor_ref) if donor_ref is not None else None
     try:
         layout = layout_of(base)
         selected = cached_selection(str(base_ref), params["modules"], params["layers"])
@@ -184,6 +184,18 @@ def _untie_if_needed(plan: MergePlan, layout) -> None:
         plan.notes.append(f"base ties lm_head to its embedding; only lm_head is {what}, so the output is untied and keeps the base's embedding")
     else:
         plan.notes.append(f"base ties lm_head to its embedding; only embed is {what}, so the output is untied and its lm_head keeps the base's values")
+
+
+def _open_donor(ref):
+    """The donor's headers; an SfN pack folder holds only the selected layers, so it is read as a pack."""
+    from sfn_merge_plugin.packs.donor import is_pack, open_pack
+
+    if is_pack(ref):
+        try:
+            return open_pack(str(ref))
+        except SfnError as exc:
+            raise RecipeError(f"donor model: {exc}") from None
+    return _open(ref, "donor")
 
 
 def _check_pack_donor(plan) -> None:

@@ -233,3 +233,17 @@ def test_bin_checkpoints_need_an_explicit_opt_in(tiny_pair, tmp_path):
     from_safetensors = measure(plan_pair(base, tuned))
     for x, y in zip(from_bin, from_safetensors):
         assert x.raw() == y.raw() and (x.counts == y.counts).all()
+
+
+def test_comparing_safetensors_checkpoints_does_not_import_torch(tiny_pair, tmp_path):
+    # torch's start-up costs more than the walk of a small model: the safetensors path is numpy only
+    import subprocess
+    import sys
+
+    base, tuned = tiny_pair("qwen2", dtype="bfloat16")
+    code = ("import sys\nfrom sfn_merge_plugin.delta.run import run_delta\n"
+            f"run_delta({base!r}, {tuned!r}, {str(tmp_path / 'out')!r}, plots=False, progress=False)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "out" / "delta.csv").is_file()

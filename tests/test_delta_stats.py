@@ -145,3 +145,27 @@ def test_a_zero_base_tensor_gives_infinite_relative_change_not_an_error():
     assert stats.norm_base == 0 and stats.rel_delta == math.inf and math.isnan(stats.cosine)
     assert stats.below == 6 and stats.above == 6 and stats.hist.sum() == 3  # r = +-1e8 and the unchanged 0s
     assert stats.frac_changed == pytest.approx(12 / 15)
+
+
+def test_wide_histograms_and_numpy_bf16_inputs_match_the_reference():
+    # more than 254 bins: int32 keys instead of uint8; numpy BF16 arrays give what torch bf16 tensors give
+    from sfn_merge_plugin.delta.stats import as_array
+
+    g = torch.Generator().manual_seed(5)
+    a = (0.02 * torch.randn(40, 300, generator=g)).to(torch.bfloat16)
+    b = (a.float() + 0.004 * torch.randn(40, 300, generator=g)).to(torch.bfloat16)
+    spec = HistSpec(bins=1001, range=2.0)
+    stats = chunk_stats(a, b, spec, sub_elements=3000)
+    ref = reference(a, b, spec)
+    assert_matches_reference(stats, ref)
+    counts, ambiguous = binned_reference(ref["r"], spec)
+    assert np.abs(stats.counts - counts).sum() <= 2 * ambiguous and stats.counts.sum() == a.numel()
+    again = chunk_stats(as_array(a), as_array(b), spec, sub_elements=3000)
+    assert again.raw() == stats.raw() and (again.counts == stats.counts).all()
+
+
+def test_signed_zeros_are_unchanged_and_negation_is_a_change():
+    a = torch.tensor([[0.0, -0.0, 0.5, 0.25, 1.0]], dtype=torch.bfloat16)
+    b = torch.tensor([[-0.0, 0.0, -0.5, 0.25, 1.0]], dtype=torch.bfloat16)
+    stats = chunk_stats(a, b, HistSpec())
+    assert stats.changed == 1 and stats.max_abs == 1.0  # only 0.5 -> -0.5 moved

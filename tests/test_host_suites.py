@@ -5,7 +5,7 @@ They come from the PyPI source distributions (the wheels ship no tests), fetched
     pip download --no-binary :all: --no-deps mergekit==0.1.5 lm-eval==0.4.13 -d "$SFN_HOST_SDISTS"
 
 and unpacked here into a temporary folder. Without them (no SFN_HOST_SDISTS folder holding both archives)
-the tests skip, saying so. Only the few relevant host tests run (about 20 s):
+the tests skip, saying so. Only the few relevant host tests run (about 25 s per host, marked slow):
 - mergekit: every registered method (sfn_swap and sfn_destroy included) through the in-memory
   ``merge_state_dicts`` API, with strided inputs;
 - lm-eval: ``TaskManager(include_defaults=False, include_path=...)`` lists only the caller's tasks.
@@ -38,6 +38,7 @@ def _unpack(archive: str, into: Path) -> Path:
     return into / archive.removesuffix(".tar.gz")
 
 
+@pytest.mark.slow  # ~25 s each on 2 shared cores: a fresh interpreter importing mergekit / lm-eval, then the tests
 @pytest.mark.parametrize("archive", list(HOSTS))
 def test_host_tests_pass_with_the_hook_on(archive, tmp_path):
     tests, keyword = HOSTS[archive]

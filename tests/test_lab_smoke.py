@@ -156,9 +156,11 @@ def test_kept_files_point_at_the_final_folder(lab):
     import stat
 
     out, results = lab
-    for path in out.rglob("*"):
-        if path.suffix in (".yaml", ".yml", ".md", ".json", ".csv") and path.is_file():
-            assert ".sfn-tmp-" not in path.read_text(errors="replace"), path
+    kept = [p for p in out.rglob("*") if p.is_file() and (p.name in ("recipe.yaml", "results.json", "report.md")
+                                                          or p.suffix in (".yml", ".csv"))]
+    assert len([p for p in kept if p.name == "recipe.yaml"]) == 16
+    for path in kept:
+        assert ".sfn-tmp-" not in path.read_text(errors="replace"), path
     recipe = yaml_load(out / "freeze" / "skill-s0" / "oproj-seed0" / "recipe.yaml")
     assert recipe["output_dir"].startswith(str(out)) and recipe["data_file"].startswith(str(out))
     for row in results["pairs"]["skill-s0"]["merge"]["rows"].values():

@@ -176,7 +176,7 @@ def test_lm_eval_sfn_hf_on_made_up_rows(smollm2, tmp_path):
     cmd = [str(lm_eval), "--model", "sfn-hf", "--model_args", f"pretrained={smollm2},bf_preset=plain,dtype=float32",
            "--device", "cpu", "--batch_size", "2", "--tasks", "sfn_aime24", "--apply_chat_template",
            "--gen_kwargs", "max_gen_toks=48", "--limit", "2", "--output_path", str(tmp_path / "out"), "--log_samples"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]["sfn_aime24"]
     samples = [json.loads(line) for f in (tmp_path / "out").rglob("samples_sfn_aime24_*.jsonl")

@@ -146,7 +146,17 @@ def _published(recipe: dict, publish) -> dict:
     if not publish:
         return recipe
     work, final = (str(p) for p in publish)
-    return {k: (v.replace(work, final) if isinstance(v, str) else v) for k, v in recipe.items()}
+
+    def swap(value):
+        if isinstance(value, str):
+            return value.replace(work, final)
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return value
+
+    return swap(recipe)
 
 
 def _trainer(script_args, training_args, model_args, dataset_args):
@@ -250,7 +260,10 @@ class Worker:
         reply = json.loads(line)
         if reply["status"] != "ok":
             raise RuntimeError(f"the Freeze run {kwargs.get('preset')} (seed {kwargs.get('seed')}) failed:\n{reply['error']}")
-        return json.loads(Path(reply["result"]).read_text())
+        result_file = Path(reply["result"])
+        result = json.loads(result_file.read_text())
+        result_file.unlink()  # a hand-over file: the result lives on in the lab's results.json
+        return result
 
     def __exit__(self, *exc):
         try:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from sfn_merge_plugin.outputs import atomic_write, staged_folder
+from sfn_merge_plugin.outputs import TMP_TAG, atomic_write, staged_folder
 
 
 def swap_recipe(base: str, reasoning: str, modules: str, dtype: str) -> dict:
@@ -47,7 +48,8 @@ def run_recipe(recipe: dict, out: Path) -> Path:
     with staged_folder(out, "lab merge", check=False) as tmp:
         run_merge(config, str(tmp), MergeOptions(quiet=True, copy_tokenizer=True),
                   config_source=yaml.safe_dump(recipe, sort_keys=False))
-        card = tmp / "README.md"
-        if card.is_file():
-            atomic_write(card, card.read_text(encoding="utf-8").replace(tmp.name, out.name))
+    card = out / "README.md"
+    if card.is_file():  # mergekit titles the card with the folder it wrote: the temporary name
+        temp = re.compile(re.escape(f".{out.name}{TMP_TAG}") + r"[\w-]*")
+        atomic_write(card, temp.sub(out.name, card.read_text(encoding="utf-8")))
     return out

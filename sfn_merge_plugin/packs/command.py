@@ -28,6 +28,8 @@ def add_arguments(p):
                     help="LoRA: the smallest rank per module keeping this share of ||delta||_F^2, e.g. 0.9 (default: off)")
     ex.add_argument("--dtype", default=None, choices=["F32", "BF16", "F16"],
                     help="LoRA factors' dtype (default: the base's dtype per module)")
+    ex.add_argument("--threads", type=int, default=None,
+                    help="LoRA: torch threads for the SVDs (default: torch's own; 1 is fastest on a busy machine)")
     ex.add_argument("--force", action="store_true", help="write into a non-empty folder SfN did not create")
     ex.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -62,6 +64,11 @@ def _extract(args) -> int:
         print(f"wrote exact pack {args.output}: {len(m.tensors)} tensors, {_size(args.output) / 2**20:.2f} MiB")
         return 0
     from sfn_merge_plugin.packs.lora import extract_lora, report_table
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
 
     reports = extract_lora(args.base, args.tuned, args.output, args.modules, args.layers, rank=args.rank,
                            energy=args.energy, dtype=args.dtype, force=args.force, progress=progress)

@@ -4,6 +4,7 @@ selected tensors under their own names, so mergekit reads it like the fine-tune.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sfn_merge_plugin.packs.manifest import MANIFEST, FORMAT, PackError
@@ -13,13 +14,28 @@ def is_pack(path) -> bool:
     """True for a folder holding an SfN pack manifest."""
     import json
 
-    p = Path(str(path)) / MANIFEST
+    p = Path(os.path.expanduser(str(path))) / MANIFEST
     if not p.is_file():
         return False
     try:
         return json.loads(p.read_text(encoding="utf-8")).get("format") == FORMAT
     except (OSError, ValueError):
         return True  # a damaged manifest: read_manifest reports it
+
+
+def open_pack(path: str):
+    """An exact pack folder as a ``checkpoint.Checkpoint`` (config + headers). Not ``open_checkpoint``: a pack
+    holds only the selected layers, which that function rightly calls an incomplete checkpoint."""
+    from sfn_merge_plugin.checkpoint import Checkpoint, TensorEntry, read_config
+    from sfn_merge_plugin.packs.manifest import WEIGHTS, header_of
+
+    folder = Path(os.path.expanduser(path)).resolve()
+    file = folder / WEIGHTS
+    if not file.is_file():
+        raise PackError(f"{path}: {WEIGHTS} is missing; copy the whole pack folder")
+    header, _, _ = header_of(str(file))
+    tensors = {n: TensorEntry(n, str(file), h["dtype"], tuple(h["shape"])) for n, h in header.items()}
+    return Checkpoint(str(folder), read_config(str(folder)), tensors)
 
 
 def check_pack_donor(plan) -> None:
