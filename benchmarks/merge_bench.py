@@ -36,17 +36,22 @@ a.save_pretrained(out)
 """
 
 
-def build_pair(root: str, layers: int, hidden: int, inter: int, vocab: int) -> tuple:
+SIZES = {  # named shapes: issue 15's 0.4B-shaped pair (24 layers, hidden 1024, vocab 32k)
+    "0.4b": {"layers": 24, "hidden": 1024, "intermediate": 4096, "vocab": 32000, "heads": 16},
+}
+
+
+def build_pair(root: str, layers: int, hidden: int, inter: int, vocab: int, heads: int = 14) -> tuple:
     """A synthetic Qwen2 pair written straight to safetensors (no model init: fast, low memory)."""
     import torch
     from safetensors.torch import save_file
 
     from sfn_merge_plugin.tiny_models import tiny_config
 
-    config = tiny_config("qwen2", layers=layers, hidden=hidden, heads=14, kv_heads=2, intermediate=inter,
+    config = tiny_config("qwen2", layers=layers, hidden=hidden, heads=heads, kv_heads=2, intermediate=inter,
                          vocab=vocab, tied=True, torch_dtype="bfloat16")
     config.architectures = ["Qwen2ForCausalLM"]
-    kv = hidden // 14 * 2
+    kv = hidden // heads * 2
     shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
     for i in range(layers):
         p = f"model.layers.{i}."
@@ -97,7 +102,7 @@ print(time.perf_counter() - t0)
 def run_once(root: str, layers: int, args) -> dict:
     # built in a child process: this process stays small, so its children's ru_maxrss is their own
     build = subprocess.run([sys.executable, __file__, "--_build", os.path.join(root, f"L{layers}"), str(layers),
-                            str(args.hidden), str(args.intermediate), str(args.vocab)],
+                            str(args.hidden), str(args.intermediate), str(args.vocab), str(args.heads)],
                            capture_output=True, text=True, check=True)
     base, donor, n_params = json.loads(build.stdout.strip().splitlines()[-1])
     subprocess.run(["cat", os.path.join(base, "model.safetensors"), os.path.join(donor, "model.safetensors")],
@@ -136,8 +141,8 @@ def table(result: dict) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_build":
-        root, layers, hidden, inter, vocab = argv[1], *map(int, argv[2:6])
-        print(json.dumps(build_pair(root, layers, hidden, inter, vocab)))
+        root, layers, hidden, inter, vocab, heads = argv[1], *map(int, argv[2:7])
+        print(json.dumps(build_pair(root, layers, hidden, inter, vocab, heads)))
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=24)
@@ -145,11 +150,16 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=896)
     p.add_argument("--intermediate", type=int, default=4864)
     p.add_argument("--vocab", type=int, default=151936)
+    p.add_argument("--heads", type=int, default=14)
+    p.add_argument("--size", choices=sorted(SIZES), default=None,
+                   help="a named shape (sets --layers/--hidden/--intermediate/--vocab/--heads); default: the options")
     p.add_argument("--out-shard-size", type=int, default=200_000_000, help="bytes (mergekit's writer holds one shard in RAM)")
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--workdir", default=None, help="where to build the pair (default: a temporary folder, removed)")
     args = p.parse_args(argv)
+    for k, v in SIZES.get(args.size, {}).items():
+        setattr(args, k, v)
     root = args.workdir or tempfile.mkdtemp(prefix="sfn-merge-bench-")
     try:
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.layers]

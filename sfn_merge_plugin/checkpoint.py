@@ -196,9 +196,11 @@ def safetensors_files(path: str) -> list:
     return [str(single)] if single.is_file() else []
 
 
-def check_promised_tensors(ckpt: "Checkpoint", index_map: Optional[dict] = None) -> None:
-    """Every tensor the index lists is in its shard, and every layer holds the same tensors (the
-    architecture's promise); else a ``CheckpointError`` naming the first missing tensor."""
+def check_promised_tensors(ckpt: "Checkpoint", index_map: Optional[dict] = None, same_layers: bool = True) -> None:
+    """Every tensor the index lists is in its shard, and (``same_layers``) every layer holds the same
+    tensors (the architecture's promise); else a ``CheckpointError`` naming the first missing tensor.
+    ``sfn delta`` passes ``same_layers=False``: it compares two checkpoints and reports the tensors one
+    has and the other lacks, instead of refusing them."""
     import re
 
     for name, shard in (index_map or {}).items():
@@ -206,6 +208,8 @@ def check_promised_tensors(ckpt: "Checkpoint", index_map: Optional[dict] = None)
         if entry is None or Path(entry.file).name != Path(shard).name:
             raise CheckpointError(f"{ckpt.path}: tensor {name!r} is listed in the index (in {shard}) but missing from "
                                   f"that shard; the checkpoint is incomplete: fetch it again")
+    if not same_layers:
+        return
     per_layer = {}
     pattern = re.compile(r"^(.*\.layers\.)(\d+)\.(.+)$")
     for name in ckpt.tensors:
@@ -250,9 +254,11 @@ def _open_hub_headers(ref: str) -> Checkpoint:
     return Checkpoint(str(ref), config, tensors)
 
 
-def open_checkpoint(ref: str, allow_bin: bool = False, headers_only: bool = False) -> Checkpoint:
+def open_checkpoint(ref: str, allow_bin: bool = False, headers_only: bool = False,
+                    same_layers: bool = True) -> Checkpoint:
     """Read config and safetensors headers (a few KB) of a local folder or hub id. With ``headers_only``
-    a hub model is not downloaded (its ``TensorEntry.file`` is then the file name in the repo)."""
+    a hub model is not downloaded (its ``TensorEntry.file`` is then the file name in the repo);
+    ``same_layers`` is passed to ``check_promised_tensors``."""
     name, _ = split_revision(ref)
     if headers_only and not Path(os.path.expanduser(name)).exists() and _looks_like_hub(name):
         return _open_hub_headers(ref)
@@ -277,7 +283,7 @@ def open_checkpoint(ref: str, allow_bin: bool = False, headers_only: bool = Fals
             tensors[name] = TensorEntry(name, file, meta["dtype"], tuple(meta["shape"]))
     ckpt = Checkpoint(path, config, tensors)
     index = Path(path) / "model.safetensors.index.json"
-    check_promised_tensors(ckpt, _weight_map(index) if index.is_file() else None)
+    check_promised_tensors(ckpt, _weight_map(index) if index.is_file() else None, same_layers=same_layers)
     return ckpt
 
 

@@ -94,7 +94,8 @@ def _plan_tensors_mergekit_does_not_know(planner) -> None:
     for out_slice in definition.slices:
         sources = out_slice.sources
         cfg = reader.for_out_slice(out_slice)
-        first = sources[0]
+        # names come from the base (a donor such as a pack may hold only some layers)
+        first = next((s for s in sources if s.model == planner.config.base_model), sources[0])
         start, stop = first.layer_range
         for name in open_checkpoint(model_ref(first.model), headers_only=True).names:
             layer = layer_of(name)

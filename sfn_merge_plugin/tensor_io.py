@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +19,57 @@ DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
+
+
+@dataclass(frozen=True)
+class StoredRange:
+    """Where a tensor read by ``SafetensorsReader.get_tensor`` is stored, to copy it without re-encoding."""
+
+    path: str  # the safetensors file
+    start: int  # absolute byte offset of the tensor's data
+    size: int  # bytes
+    dtype: str  # safetensors dtype name
+    shape: tuple  # as stored
+    version: int  # the tensor's in-place version counter when read: a later in-place edit voids the range
+
+
+def stored_range(t: torch.Tensor):
+    """The file range holding ``t``'s exact bytes, if ``t`` is a tensor read whole and not modified since."""
+    r = getattr(t, "_sfn_stored", None)
+    if r is None or t._version != r.version or t.device.type != "cpu" or _DTYPE_NAMES.get(t.dtype) != r.dtype \
+            or tuple(t.shape) != r.shape:
+        return None
+    return r
+
+
+def copy_bytes(src_fd: int, src_start: int, dst_fd: int, n: int) -> None:
+    """Copy ``n`` bytes from offset ``src_start`` of ``src_fd`` to the current position of ``dst_fd``, in the
+    kernel where possible (``copy_file_range``), else with bounded positioned reads."""
+    left, pos = n, src_start
+    fast = hasattr(os, "copy_file_range")
+    while left > 0:
+        k = 0
+        if fast:
+            try:
+                k = os.copy_file_range(src_fd, dst_fd, min(left, 1 << 30), pos)
+            except OSError:
+                fast = False
+                continue
+        else:
+            buf = os.pread(src_fd, min(left, 16 << 20), pos)
+            if buf:
+                _write_all(dst_fd, buf)
+                k = len(buf)
+        if k <= 0:
+            raise OSError(f"source ended {left} bytes early (truncated file)")
+        left -= k
+        pos += k
+
+
+def _write_all(fd: int, buf: bytes) -> None:
+    view = memoryview(buf)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class SafetensorsReader:
@@ -38,7 +90,11 @@ class SafetensorsReader:
 
     def get_tensor(self, name: str) -> torch.Tensor:
         meta = self._header[name]
-        return self._read(name, meta["shape"], *meta["data_offsets"])
+        t = self._read(name, meta["shape"], *meta["data_offsets"])
+        begin, end = meta["data_offsets"]
+        # where these bytes are stored: a writer given this tensor unmodified copies the range instead
+        t._sfn_stored = StoredRange(self.path, self._data_start + begin, end - begin, meta["dtype"], tuple(meta["shape"]), t._version)
+        return t
 
     def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` of a tensor (along its first axis; a 1-D tensor's elements), read with one
@@ -91,10 +147,11 @@ def write_safetensors(tensors: dict, path: str, metadata: dict | None = None) ->
     """Write ``{name: tensor}`` as a safetensors file, streaming each tensor's memory (no byte copies)."""
     header, offset, views = {}, 0, []
     for name, t in tensors.items():
+        stored = stored_range(t)  # unchanged from a file: its bytes are copied, not re-encoded
         t = t.detach().to("cpu").contiguous()
         n = t.numel() * t.element_size()
         header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
-        views.append(t.reshape(-1).view(torch.uint8).numpy() if n else None)
+        views.append(stored if stored is not None and stored.size == n else (t.reshape(-1).view(torch.uint8).numpy() if n else None))
         offset += n
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -103,6 +160,15 @@ def write_safetensors(tensors: dict, path: str, metadata: dict | None = None) ->
     with open(path, "wb") as f:
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
-        for v in views:
-            if v is not None:
-                f.write(memoryview(v))
+        handles = {}
+        try:
+            for v in views:
+                if isinstance(v, StoredRange):
+                    f.flush()
+                    src = handles.get(v.path) or handles.setdefault(v.path, open(v.path, "rb"))
+                    copy_bytes(src.fileno(), v.start, f.fileno(), v.size)
+                elif v is not None:
+                    f.write(memoryview(v))
+        finally:
+            for h in handles.values():
+                h.close()

@@ -94,6 +94,9 @@ def test_convert_with_decontaminate_uses_the_same_filter(tmp_path, monkeypatch, 
     ("v.jsonl", '{"question": "q", "attempt": " ", "thinking_trajectories": "t"}\n', "v.jsonl: line 1: column 'attempt' is empty"),
     ("n.jsonl", '{"question": "q", "attempt": NaN, "thinking_trajectories": "t"}\n', "column 'attempt' is nan"),
     ("x.txt", "q\n", "unknown file type .txt"),
+    # a lone surrogate escape parses as JSON but cannot be written as UTF-8 (was a traceback)
+    ("s.jsonl", '{"question": "\\ud800 q", "attempt": "a", "thinking_trajectories": "t"}\n',
+     "s.jsonl: line 1: holds '\\ud800', a lone UTF-16 surrogate"),
 ])
 def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, name, content, needle):
     (tmp_path / name).write_text(content)

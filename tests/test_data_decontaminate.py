@@ -174,11 +174,16 @@ def _nothing_written(folder, before):
     ('{"question": "q"}\n', ["--against", "sfn_aime24,aime24"], r"names aime24 more than once"),
     ('{"question": "q"}\n', ["--against", "my/test.json"], r"my/test.json: give a .jsonl file"),
     ('{"question": "q"}\n', ["--against", "nope.jsonl"], r"--against nope.jsonl: no such file"),
+    # a JSON escape of a lone surrogate decodes, but cannot be written back as UTF-8 (was a traceback)
+    ('[{"question": "\\ud800 q"}]', ["--input-suffix", ".json"], r"train.json: row 1: holds '\\ud800', a lone UTF-16 surrogate"),
 ])
 def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, evals, capsys, content, extra, needle):
     import re
 
-    train = tmp_path / "train.jsonl"
+    suffix = ".jsonl"
+    if extra[:1] == ["--input-suffix"]:
+        suffix, extra = extra[1], extra[2:]
+    train = tmp_path / f"train{suffix}"
     train.write_text(content)
     before = sorted(os.listdir(tmp_path))
     assert sfn(["data", "decontaminate", str(train), "-o", str(tmp_path / "clean.jsonl"), *extra]) == 2
@@ -241,3 +246,24 @@ def test_one_shared_8gram_is_enough_seven_words_are_not():
     strict = BenchmarkIndex([Benchmark("b", "test", (("madeup-1", item),))], threshold=0.6)
     assert strict.matches(" ".join(w[2:11])) == []  # 2 of 5
     assert strict.matches(" ".join(w[1:11]))[0].score == 0.6  # 3 of 5: at the threshold
+
+
+def test_an_against_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    train = write_jsonl(tmp_path / "train.jsonl", TRAIN)
+    (tmp_path / "bench.jsonl").write_bytes(b'{"problem": "caf\xe9", "id": "madeup-1"}\n')  # was a traceback
+    before = sorted(os.listdir(tmp_path))
+    assert sfn(["data", "decontaminate", str(train), "--against", str(tmp_path / "bench.jsonl"),
+                "-o", str(tmp_path / "c.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sfn data: error: --against ") and "bench.jsonl: line 1 is not UTF-8 text" in err, err
+    _nothing_written(tmp_path, before)
+
+
+def test_a_benchmark_file_that_is_not_utf8_says_so(tmp_path, evals, capsys):
+    (evals / "math500.jsonl").write_bytes(b'{"problem": "caf\xe9", "answer": "1", "unique_id": "madeup/1"}\n')
+    train = write_jsonl(tmp_path / "train.jsonl", TRAIN)
+    before = sorted(os.listdir(tmp_path))
+    assert sfn(["data", "decontaminate", str(train), "--against", "sfn_math500", "-o", str(tmp_path / "c.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "math500.jsonl: math500 is not UTF-8 text; save the file as UTF-8" in err, err  # not "hub schema"
+    _nothing_written(tmp_path, before)

@@ -74,6 +74,12 @@ MATH_PAIRS = [  # (response, gold, expected)
     (r"\boxed{3} Wait no \boxed{}", r"3", True),
     (r"\boxed{}", r"3", False),
     ("The answer goes in \\boxed{}.", r"0", False),
+    # review additions: a Unicode minus, a brace-less box inside math, adjacent boxes read as one list
+    (r"\boxed{−3}", r"-3", True),
+    (r"$\boxed 5$", r"5", True),
+    (r"\boxed{\pm 2}", r"\pm 2", True),
+    (r"\boxed{5}\boxed{6}", r"6", False),
+    (r"\boxed{5}\boxed{6}", r"5, 6", True),
 ]
 
 AIME_PAIRS = [
@@ -119,6 +125,11 @@ GPQA_PAIRS = [
     ("The answer is $\\mathrm{Apple}$", "A", False),
     # "the correct option is X" is only a fallback: a box wins even if the phrase comes later
     ("\\boxed{B}. If the correct option is C, the energy would be negative.", "B", True),
+    # review additions: a letter with its option text inside \text, \mathrm in a box, two letters are no answer
+    (r"\boxed{\text{(A) } 5\text{ eV}}", "A", True),
+    (r"\boxed{\mathrm{D}}", "D", True),
+    (r"\boxed{A} or \boxed{B}", "A", False),
+    (r"\boxed{E}", "A", False),
 ]
 
 

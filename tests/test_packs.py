@@ -55,11 +55,7 @@ def test_apply_is_sfn_swap_bit_for_bit(tiny_pair, run_recipe, tmp_path, arch, ti
 # mergekit_plugin._plan_tensors_mergekit_does_not_know lists tensor names from the slice's FIRST source (the
 # donor), through open_checkpoint, which calls a pack holding only some layers an incomplete checkpoint; it
 # should list the base's names (the lead's fix, see the packs report)
-LAYER_SUBSET = pytest.mark.xfail(strict=True, reason="mergekit_plugin reads tensor names from the donor, not the base")
-
-
-@pytest.mark.parametrize("arch,tied,untie,modules,layers",
-                         [pytest.param(*c, marks=LAYER_SUBSET) if c[0] == "phi3" else c for c in CASES])
+@pytest.mark.parametrize("arch,tied,untie,modules,layers", CASES)
 def test_recipe_with_a_pack_as_donor_is_sfn_swap(tiny_pair, run_recipe, tmp_path, arch, tied, untie, modules, layers):
     base, tuned = tiny_pair(arch, tied=tied, untie=untie, **TINY)
     pack = str(tmp_path / "p.sfnpack")

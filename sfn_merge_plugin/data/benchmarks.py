@@ -58,6 +58,8 @@ def load_benchmark(spec: str) -> Benchmark:
         docs = datasets.normalize(name, datasets.raw_rows(name))
     except DataError:
         raise
+    except UnicodeDecodeError:  # a ValueError, but not a schema problem
+        raise DataError(f"{source}: {name} is not UTF-8 text; save the file as UTF-8") from None
     except (KeyError, ValueError, TypeError) as exc:  # e.g. an AIME answer that is not a number
         raise DataError(f"{source}: {name} rows do not follow the hub schema ({type(exc).__name__}); "
                         f"the columns are {', '.join(datasets.SOURCES[name].required)}") from None
@@ -69,27 +71,29 @@ def _jsonl_benchmark(path: Path) -> Benchmark:
     if not path.is_file():
         raise DataError(f"--against {path}: no such file (and not one of SfN's benchmark names)")
     items, text_column, id_column = [], None, None
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+    from sfn_merge_plugin.data.rows import text_lines
+
+    for number, line, _ in text_lines(path, label="--against "):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+        if text_column is None:
+            text_column = next((c for c in TEXT_COLUMNS if c in row), None)
+            id_column = next((c for c in ID_COLUMNS if c in row), None)
             if text_column is None:
-                text_column = next((c for c in TEXT_COLUMNS if c in row), None)
-                id_column = next((c for c in ID_COLUMNS if c in row), None)
-                if text_column is None:
-                    raise DataError(f"{path}: line {number}: no question column; name it one of "
-                                    f"{', '.join(TEXT_COLUMNS)} (it has: {', '.join(row)})")
-            text = row.get(text_column)
-            if not isinstance(text, str):
-                raise DataError(f"{path}: line {number}: column {text_column!r} is missing or not text")
-            item_id = str(row[id_column]) if id_column and id_column in row else f"line {number}"
-            items.append((item_id, text))
+                raise DataError(f"{path}: line {number}: no question column; name it one of "
+                                f"{', '.join(TEXT_COLUMNS)} (it has: {', '.join(row)})")
+        text = row.get(text_column)
+        if not isinstance(text, str):
+            raise DataError(f"{path}: line {number}: column {text_column!r} is missing or not text")
+        item_id = str(row[id_column]) if id_column and id_column in row else f"line {number}"
+        items.append((item_id, text))
     if not items:
         raise DataError(f"{path}: no rows")
     return Benchmark(path.stem, str(path), tuple(items))
+

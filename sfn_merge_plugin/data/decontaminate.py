@@ -9,6 +9,7 @@ file renamed onto the output only when every row was read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -92,8 +93,11 @@ def decontaminate_file(table, out_path, deco: Decontaminator, progress: bool = T
     from sfn_merge_plugin.outputs import staged_file
 
     deco.numbering = table.numbering
-    with output_parent(out_path), staged_file(out_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        for number, row, line in iter_rows(table, desc="decontaminate", progress=progress, with_line=True):
+    rows = iter_rows(table, desc="decontaminate", progress=progress, with_line=True)
+    # closing: a row rejected here ends the progress bar now, not after the error line is printed
+    with output_parent(out_path), staged_file(out_path) as tmp, open(tmp, "w", encoding="utf-8") as out, \
+            contextlib.closing(rows):
+        for number, row, line in rows:
             if deco.keep(number, question_text(row, deco.config.column, table.where(number))):
                 out.write(line if line is not None else _json_line(row, table.where(number)))
     return deco.summary()
@@ -101,6 +105,17 @@ def decontaminate_file(table, out_path, deco: Decontaminator, progress: bool = T
 
 def _json_line(row: dict, where: str) -> str:
     try:
-        return json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+        text = json.dumps(row, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{where}: cannot write the row as JSON ({exc}); convert that column first") from None
+    return utf8_line(text, where)
+
+
+def utf8_line(text: str, where: str) -> str:
+    """``text`` + newline, checked to be writable as UTF-8 (a JSON ``\\ud800`` escape decodes to a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{where}: holds {text[exc.start:exc.end]!r}, a lone UTF-16 surrogate that is not text; "
+                        "fix or drop that row") from None
+    return text + "\n"

@@ -81,6 +81,3 @@ class BenchmarkIndex:
             if b is None or (m.reason == "exact", m.score, m.shared) > (b.reason == "exact", b.score, b.shared):
                 best[m.benchmark] = m
         return sorted(best.values(), key=lambda m: m.benchmark)
-
-    def item_count(self, benchmark: str) -> int:
-        return sum(1 for b, _, _ in self.items if b == benchmark)

@@ -95,24 +95,26 @@ def _total(table: Table) -> int:
     return table.path.stat().st_size
 
 
-def _lines(table: Table):
-    """(line number, decoded line, bytes read so far) of a text file, with a clear error for bad UTF-8."""
+def text_lines(path, label: str = ""):
+    """(line number, decoded line, bytes read so far) of a text file, with a clear error for bad UTF-8.
+
+    ``label`` prefixes the file in errors (e.g. "--against ")."""
     done = number = 0
     try:
-        with open(table.path, "rb") as f:
+        with open(path, "rb") as f:
             for number, raw in enumerate(f, 1):
                 done += len(raw)
                 try:
                     text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError:
-                    raise DataError(f"{table.path}: line {number} is not UTF-8 text; save the file as UTF-8") from None
+                    raise DataError(f"{label}{path}: line {number} is not UTF-8 text; save the file as UTF-8") from None
                 yield number, text, done
     except OSError as exc:
-        raise DataError(f"{table.path}: cannot read it after line {number} ({exc.strerror or exc})") from None
+        raise DataError(f"{label}{path}: cannot read it after line {number} ({exc.strerror or exc})") from None
 
 
 def _jsonl(table: Table):
-    for number, line, done in _lines(table):
+    for number, line, done in text_lines(table.path):
         if not line.strip():
             continue
         try:
@@ -163,12 +165,12 @@ def _csv(table: Table):
     csv.field_size_limit(2**31 - 1)  # reasoning traces are longer than csv's default 128 KiB field limit
     state = {"done": 0}
 
-    def text_lines():
-        for _, line, done in _lines(table):
+    def lines():
+        for _, line, done in text_lines(table.path):
             state["done"] = done
             yield line
 
-    reader = csv.reader(text_lines())
+    reader = csv.reader(lines())
     try:
         next(reader)
         for number, values in enumerate(reader, 1):

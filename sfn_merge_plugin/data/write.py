@@ -7,23 +7,31 @@ halfway leaves the earlier output, or nothing, in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 from sfn_merge_plugin.data.outfile import output_parent, sidecar, written_by_sfn
 
 
-def write_dataset(out_file, examples, provenance: dict, deco=None) -> tuple[int, dict | None]:
-    """``examples``: iterable of (row number, example dict, question text). Returns (rows written, report)."""
+def write_dataset(out_file, examples, provenance: dict, deco=None, where=None) -> tuple[int, dict | None]:
+    """``examples``: iterable of (row number, example dict, question text). Returns (rows written, report).
+
+    ``where(number)`` says how a user finds a row in an error (default: "SOURCE: row N")."""
+    from sfn_merge_plugin.data.decontaminate import utf8_line
     from sfn_merge_plugin.outputs import atomic_write_json, staged_file
 
     out_file = Path(out_file)
     written = 0
-    with output_parent(out_file), staged_file(out_file) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    examples = iter(examples)
+    # closing: a row rejected here ends the reader's progress bar now, not after the error line is printed
+    with output_parent(out_file), staged_file(out_file) as tmp, open(tmp, "w", encoding="utf-8") as f, \
+            contextlib.closing(examples) if hasattr(examples, "close") else contextlib.nullcontext():
         for number, example, question in examples:
             if deco is not None and not deco.keep(number, question):
                 continue
-            f.write(json.dumps(example, ensure_ascii=False) + "\n")
+            place = where(number) if where else f"{provenance['source']}: row {number}"
+            f.write(utf8_line(json.dumps(example, ensure_ascii=False), place))
             written += 1
     report = None
     if deco is not None:

@@ -98,7 +98,8 @@ def add_arguments(p):
     s.add_argument("--trace-column", default="thinking_trajectories",
                    help="the reasoning trace: a string or a list of strings joined by newlines (default: %(default)s)")
     s.add_argument("--answer-column", default="attempt", help="the final answer (default: %(default)s)")
-    s.add_argument("--limit", type=int, default=None, help="keep only the first N rows (smoke tests)")
+    s.add_argument("--limit", type=int, default=None,
+                   help="keep only the first N rows, for smoke tests (default: all rows)")
     s.add_argument("--force", action="store_true", help="overwrite an existing s1k.jsonl")
     _decontam_options(s, flag=True)
 

@@ -100,7 +100,7 @@ def run_convert(args):
         "format": "TRL conversational prompt/completion; completion = s1 layout "
                   "'<|im_start|>think\\n{thinking}\\n<|im_start|>answer\\nAnswer: {answer}'",
     }
-    written, report = write_dataset(out_file, examples(table, columns), provenance, deco)
+    written, report = write_dataset(out_file, examples(table, columns), provenance, deco, table.where)
     if report is not None:
         _print_report(report, out_file)
     print(f"wrote {written} rows to {out_file}")
