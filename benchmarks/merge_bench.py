@@ -77,10 +77,11 @@ def build_pair(root: str, layers: int, hidden: int, inter: int, vocab: int, head
     return paths[0], paths[1], n_params
 
 
-def measure(cmd: list) -> dict:
+def measure(cmd: list, env: dict | None = None) -> dict:
     """Wall time and peak RSS (MiB) of one command, from its own rusage."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=None if env is None else {**os.environ, **env})
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if status != 0:
@@ -113,16 +114,48 @@ def run_once(root: str, layers: int, args) -> dict:
                 f"parameters:\n  modules: o_proj\n")
     bin_dir = os.path.dirname(sys.executable)
     out = lambda name: os.path.join(root, f"out-{name}-{layers}")  # noqa: E731
-    rows = {"cp -r (physical limit)": measure(["cp", "-r", base, out("cp")])}
-    rows["mergekit-yaml sfn_swap"] = measure([os.path.join(bin_dir, "mergekit-yaml"), recipe, out("sfn"),
-                                             "--out-shard-size", str(args.out_shard_size), "--no-copy-tokenizer"])
-    res = subprocess.run([sys.executable, "-c", IN_PROCESS, recipe, out("inproc"), str(args.out_shard_size)],
-                         capture_output=True, text=True, check=True)
-    rows["sfn_swap merge step only (run_merge, no start-up)"] = {"wall_s": round(float(res.stdout.strip().splitlines()[-1]), 2),
-                                                               "peak_rss_mib": float("nan")}
-    if not args.skip_naive:
-        rows["naive (transformers load x2 + save)"] = measure([sys.executable, "-c", NAIVE, base, donor, out("naive")])
-    return {"layers": layers, "parameters": n_params, "rows": rows}
+    rounds = []
+    for _ in range(args.rounds):  # contenders interleaved, each round side by side (the machine is shared)
+        for d in [out(n) for n in ("cp", "sfn", "sfn-before", "inproc", "naive")]:
+            shutil.rmtree(d, ignore_errors=True)
+        rows = {"cp -r (physical limit)": measure(["cp", "-r", base, out("cp")])}
+        rows[IMPORT_ROW] = measure([sys.executable, "-c", "import mergekit.merge"])
+        yaml_cmd = lambda o: [os.path.join(bin_dir, "mergekit-yaml"), recipe, out(o),  # noqa: E731
+                              "--out-shard-size", str(args.out_shard_size), "--no-copy-tokenizer"]
+        rows[SFN_ROW] = measure(yaml_cmd("sfn"))
+        rows[BEFORE_ROW] = measure(yaml_cmd("sfn-before"), env={"SFN_NO_RAW_COPY": "1"})
+        res = subprocess.run([sys.executable, "-c", IN_PROCESS, recipe, out("inproc"), str(args.out_shard_size)],
+                             capture_output=True, text=True, check=True)
+        rows["sfn_swap merge step only (run_merge, no start-up)"] = {"wall_s": round(float(res.stdout.strip().splitlines()[-1]), 2),
+                                                                   "peak_rss_mib": float("nan")}
+        if not args.skip_naive:
+            rows[NAIVE_ROW] = measure([sys.executable, "-c", NAIVE, base, donor, out("naive")])
+        rounds.append(rows)
+    same = subprocess.run(["cmp", os.path.join(out("sfn"), "model.safetensors"), os.path.join(out("sfn-before"), "model.safetensors")])
+    return {"layers": layers, "parameters": n_params, "rounds": rounds, "rows": median_rows(rounds),
+            "raw_copy_output_identical_to_before": same.returncode == 0}
+
+
+IMPORT_ROW = "python -c 'import mergekit.merge' (start-up, not ours)"
+SFN_ROW = "mergekit-yaml sfn_swap"
+BEFORE_ROW = "mergekit-yaml sfn_swap, before (SFN_NO_RAW_COPY=1: re-encode every tensor)"
+NAIVE_ROW = "naive (transformers load x2 + save)"
+
+
+def median_rows(rounds: list) -> dict:
+    """Per contender, the round with the median wall time."""
+    out = {}
+    for name in rounds[0]:
+        runs = sorted((r[name] for r in rounds), key=lambda r: r["wall_s"])
+        out[name] = runs[len(runs) // 2]
+    return out
+
+
+def sfn_part(rows: dict, name: str, per_round: list | None = None) -> float:
+    """SfN's own share of a mergekit-yaml run, as a multiple of cp -r (median over rounds of the per-round ratio)."""
+    rounds = per_round or [rows]
+    ratios = sorted((r[name]["wall_s"] - r[IMPORT_ROW]["wall_s"]) / r["cp -r (physical limit)"]["wall_s"] for r in rounds)
+    return ratios[len(ratios) // 2]
 
 
 def table(result: dict) -> str:
@@ -135,6 +168,11 @@ def table(result: dict) -> str:
         xn = f"{r['wall_s'] / naive['wall_s']:.2f}" if naive else "-"
         rn = f"{r['peak_rss_mib'] / naive['peak_rss_mib']:.2f}" if naive and r["peak_rss_mib"] == r["peak_rss_mib"] else "-"
         lines.append(f"| {name} | {r['wall_s']} | {r['wall_s'] / cp['wall_s']:.2f} | {xn} | {r['peak_rss_mib']} | {rn} |")
+    if IMPORT_ROW in rows:
+        for name in (BEFORE_ROW, SFN_ROW):
+            lines.append(f"\nSfN's part of `{name}` (wall minus `import mergekit.merge`, median of "
+                         f"{len(result.get('rounds', [rows]))} rounds): {sfn_part(rows, name, result.get('rounds')):.2f}x cp -r")
+        lines.append(f"output bit-identical with and without raw copies: {result.get('raw_copy_output_identical_to_before')}")
     return "\n".join(lines)
 
 
@@ -155,9 +193,17 @@ def main(argv=None) -> int:
                    help="a named shape (sets --layers/--hidden/--intermediate/--vocab/--heads); default: the options")
     p.add_argument("--out-shard-size", type=int, default=200_000_000, help="bytes (mergekit's writer holds one shard in RAM)")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of all contenders; each row reports its median")
+    p.add_argument("--render", default=None, metavar="JSON", help="print the tables of a results file and exit")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--workdir", default=None, help="where to build the pair (default: a temporary folder, removed)")
     args = p.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            doc = json.load(f)
+        print(f"`{doc['command']}` ({doc['environment']})\n")
+        print("\n\n".join(table(r) for r in doc["results"]))
+        return 0
     for k, v in SIZES.get(args.size, {}).items():
         setattr(args, k, v)
     root = args.workdir or tempfile.mkdtemp(prefix="sfn-merge-bench-")
@@ -170,8 +216,17 @@ def main(argv=None) -> int:
             if i == 0 and len(sizes) > 1:
                 args.skip_naive = True
         if args.json:
+            import platform
+
+            import mergekit
+            import torch
+
+            env = (f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}, cpus={os.cpu_count()}, python {platform.python_version()}, "
+                   f"torch {torch.__version__}, mergekit {getattr(mergekit, '__version__', '0.1.5')}, "
+                   "seeds 0 (base) / 1 (donor), shared machine")
             with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
+                json.dump({"command": "python benchmarks/merge_bench.py " + " ".join(argv), "environment": env,
+                           "results": results}, f, indent=1)
     finally:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)

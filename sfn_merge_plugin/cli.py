@@ -23,7 +23,7 @@ COMMANDS = {
     "localize": ("sfn_merge_plugin.localize.command", "map which modules carry an ability: sufficiency and necessity per layer window"),
     "pack": ("sfn_merge_plugin.packs.command", "module packs: extract, inspect, apply, compress to LoRA"),
     "grade-levels": ("sfn_merge_plugin.sweep.grade_command", "grade responses into the paper's Levels I-IV without regenerating"),
-    "data": ("sfn_merge_plugin.freeze.data_command", "prepare training data (s1K) in TRL's prompt/completion format"),
+    "data": ("sfn_merge_plugin.freeze.data_command", "prepare training data (s1K or any local file) in TRL's format; decontaminate it against the eval sets"),
     "eval-path": ("sfn_merge_plugin.evaluation.path_command", "print the folder of SfN's lm-eval tasks (for --include_path)"),
     "tiny-pair": ("sfn_merge_plugin.commands.tiny_pair", "build a tiny random base/fine-tune pair locally (demos, tests)"),
 }

@@ -33,10 +33,13 @@ class StoredRange:
     version: int  # the tensor's in-place version counter when read: a later in-place edit voids the range
 
 
+COPY_STORED = os.environ.get("SFN_NO_RAW_COPY") != "1"  # benchmarks/merge_bench.py measures with and without
+
+
 def stored_range(t: torch.Tensor):
     """The file range holding ``t``'s exact bytes, if ``t`` is a tensor read whole and not modified since."""
     r = getattr(t, "_sfn_stored", None)
-    if r is None or t._version != r.version or t.device.type != "cpu" or _DTYPE_NAMES.get(t.dtype) != r.dtype \
+    if r is None or not COPY_STORED or t._version != r.version or t.device.type != "cpu" or _DTYPE_NAMES.get(t.dtype) != r.dtype \
             or tuple(t.shape) != r.shape:
         return None
     return r
