@@ -128,12 +128,20 @@ def run_once(root: str, layers: int, args) -> dict:
                              capture_output=True, text=True, check=True)
         rows["sfn_swap merge step only (run_merge, no start-up)"] = {"wall_s": round(float(res.stdout.strip().splitlines()[-1]), 2),
                                                                    "peak_rss_mib": float("nan")}
+        shutil.rmtree(out("inproc"), ignore_errors=True)
+        res = subprocess.run([sys.executable, "-c", IN_PROCESS, recipe, out("inproc"), str(args.out_shard_size)],
+                             capture_output=True, text=True, check=True, env={**os.environ, "SFN_NO_RAW_COPY": "1"})
+        rows["sfn_swap merge step only, before (SFN_NO_RAW_COPY=1)"] = {
+            "wall_s": round(float(res.stdout.strip().splitlines()[-1]), 2), "peak_rss_mib": float("nan")}
         if not args.skip_naive:
             rows[NAIVE_ROW] = measure([sys.executable, "-c", NAIVE, base, donor, out("naive")])
         rounds.append(rows)
-    same = subprocess.run(["cmp", os.path.join(out("sfn"), "model.safetensors"), os.path.join(out("sfn-before"), "model.safetensors")])
+    shards = lambda d: sorted(f for f in os.listdir(d) if f.endswith(".safetensors"))  # noqa: E731
+    same = shards(out("sfn")) == shards(out("sfn-before")) and all(
+        subprocess.run(["cmp", "-s", os.path.join(out("sfn"), f), os.path.join(out("sfn-before"), f)]).returncode == 0
+        for f in shards(out("sfn")))
     return {"layers": layers, "parameters": n_params, "rounds": rounds, "rows": median_rows(rounds),
-            "raw_copy_output_identical_to_before": same.returncode == 0}
+            "raw_copy_output_identical_to_before": bool(same) and bool(shards(out("sfn")))}
 
 
 IMPORT_ROW = "python -c 'import mergekit.merge' (start-up, not ours)"

@@ -184,3 +184,38 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_merge_rows_are_measured_in_memory_and_each_pair_has_its_map(lab):
+    """Table 1 rows come from the intervention engine (mergekit only writes the kept models); each pair's
+    localization map is in the lab folder and its heatmaps and summary are in the report."""
+    out, results = lab
+    md = (out / "report.md").read_text()
+    for pid, entry in results["pairs"].items():
+        for row in entry["merge"]["rows"].values():
+            assert row["engine"].startswith("in memory") and row["tensors_from_reasoning"] > 0
+        m = entry["merge"]["localize"]
+        with open(out / "merge" / pid / "localize" / "map.csv") as f:
+            cells = list(csv.DictReader(f))
+        measured = [c for c in cells if c["module"] not in ("none", "all")]
+        assert len(measured) == len(m["cells"]) > 0
+        assert {c["direction"] for c in measured} == {"sufficiency", "necessity"}
+        assert [os.path.basename(p) for p in m["figures"]] == ["sufficiency.png", "necessity.png"]
+        for p in m["figures"]:
+            assert os.path.relpath(p, out) in md
+        assert f"### {pid}: localization map" in md and m["summary_lines"][0].strip() in md
+
+
+def test_pack_rank_curve_per_pair(lab):
+    """base + o_proj pack at each LoRA rank; the exact pack scores what Table 1's o_proj swap row scored."""
+    _, results = lab
+    ranks = list(results["pairs"]["skill-s0"]["merge"]["packs"]["rows"][i]["rank"] for i in range(2, 4))
+    assert ranks == [1, 4]
+    for entry in results["pairs"].values():
+        packs = entry["merge"]["packs"]
+        exact = [r for r in packs["rows"] if r["pack"] == "exact"][0]
+        assert exact["accuracy"] == entry["merge"]["rows"]["o_proj"]["eval"]["accuracy"]
+        assert exact["kept_energy"] == 1.0
+        lora = [r for r in packs["rows"] if r["pack"] == "lora"]
+        assert 0 < lora[0]["kept_energy"] <= lora[1]["kept_energy"] <= 1.0
+        assert 0 < lora[0]["size_bytes"] < lora[1]["size_bytes"]

@@ -224,7 +224,7 @@ def test_cli_writes_table3_responses_and_heatmap(tiny_model, tmp_path, capsys):
                "--per-layer", "--prompts", str(prompts), "--max-new-tokens", "3", "--no-progress", "--device", "cpu",
                "-o", str(out)])
     assert rc == 0
-    assert sorted(os.listdir(out)) == ["levels_heatmap.png", "responses.jsonl", "sweep.json", "table3.csv", "table3.md"]
+    assert sorted(os.listdir(out)) == [".sfn-output", "levels_heatmap.png", "responses.jsonl", "sweep.json", "table3.csv", "table3.md"]
     rows = list(csv.DictReader(open(out / "table3.csv")))
     assert [(r["method"], r["module"], r["layers"]) for r in rows] == [
         ("-", "intact", "-"),

@@ -5,7 +5,7 @@ Offline, on a CPU, with no argument but -o: the lab trains two small model pairs
 minutes on 2 cores the first time, cached afterwards) on an 8-step chain mod 7:
   new_circuit  the fine-tune builds the computation from scratch (every matrix rewritten): a negative control
   skill        the base already computes in plain text; a short SFT teaches it WHEN to reason (the paper's regime)
-then runs Delta (sfn delta), Merge (sfn_swap through mergekit: Table 1), Freeze (the shipped TRL recipes,
+then runs Delta (sfn delta), Merge (sfn_swap rows in memory: Table 1), Freeze (the shipped TRL recipes,
 scaled down: Table 2, Fig. 6) and Destruction (sfn destroy-sweep: Table 3) on each pair, and states
 whether o_proj localizes reasoning in each, including when it does not.
 
@@ -52,7 +52,8 @@ def add_arguments(p):
     p.add_argument("--threads", type=number(1, 1024, int), default=None,
                    help="CPU threads for torch (default 2, 1 with --smoke, whatever OMP_NUM_THREADS says: the thread "
                         "count is part of what makes a run reproducible, and it is recorded in results.json)")
-    p.add_argument("--keep-models", action="store_true", help="keep the merged models (deleted after evaluation)")
+    p.add_argument("--keep-models", action="store_true", help="also write Table 1's merged models with mergekit "
+                   "(default: rows measured in memory, only the recipes written)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
 

@@ -49,6 +49,11 @@ class LabSize:
     sweep_probes: int  # chat prompts per destroyed cell
     sweep_tokens: int  # generation budget per sweep response
     sweep_batch: int = 64  # prompts the sweep generates together
+    localize_window: int = 1  # layers per cell of the Merge stage's localization map (sfn localize --window)
+    localize_problems: int = 32  # chain problems graded per map cell
+    localize_tokens: int = 48  # generation budget per map response
+    localize_chat_prompts: int = 4  # conversation-check prompts per map cell (0: none)
+    pack_ranks: tuple = (1, 4, 16, 64)  # LoRA ranks of the o_proj pack's accuracy-vs-rank curve (packs.rank_curve)
     threads: int = DEFAULT_THREADS  # torch threads (--threads overrides): part of what makes a run reproducible
     estimate_s: dict = field(default_factory=dict)  # stage -> rough seconds on 2 CPU cores (the ETA); {}: none shown
 
@@ -76,7 +81,9 @@ def _smoke() -> LabSize:
         freeze_pairs=("skill", "new_circuit"),
         freeze={"skill": FreezeBudget(2, 4, 3e-4), "new_circuit": FreezeBudget(2, 4, 3e-3),
                 CUSTOM_PAIR: FreezeBudget(2, 4, 1e-5)},
-        freeze_max_length=96, destroy_layers="1", sweep_problems=2, sweep_probes=2, sweep_tokens=12, threads=1)
+        freeze_max_length=96, destroy_layers="1", sweep_problems=2, sweep_probes=2, sweep_tokens=12,
+        localize_window=2, localize_problems=3, localize_tokens=12, localize_chat_prompts=1, pack_ranks=(1, 4),
+        threads=1)
 
 
 SIZES = {"full": _full(), "smoke": _smoke()}

@@ -144,13 +144,43 @@ def _merge(results: dict, figures: dict) -> list:
     if not shown:
         return B + [("p", "Not run (see `--stages`).")]
     B.append(("p", "Each row replaces one module kind in every layer of the base by the reasoning model's "
-                   "(`sfn_swap` recipes run by mergekit; the recipes are in `merge/`, rerun them with "
-                   "`mergekit-yaml`). Greedy decoding, no budget forcing: each model decides whether to think. "
+                   "(swapped in memory by SfN's intervention engine: the base loaded once, each row applied and "
+                   "restored bit for bit, the same tensors `mergekit-yaml` with `sfn_swap` writes; the "
+                   "recipes are in `merge/`, run them with `mergekit-yaml` for the merged models). Greedy decoding, no budget forcing: each model decides whether to think. "
                    "Tokens are generated tokens (the paper also counted the prompt). `<think> forced` writes "
                    "`<think>` for the model first: it separates carrying the computation in chat from deciding "
                    "to reason."))
     if figures.get("merge"):
         B.append(("img", figures["merge"], "Table 1 as bars (± stderr)."))
+    return B + _maps(results)
+
+
+def _maps(results: dict) -> list:
+    """Each pair's localization map (first seed): the heatmaps and the map's own summary sentences."""
+    B = []
+    for entries in V.groups(results).values():
+        m = entries[0].get("merge", {}).get("localize")
+        if not m:
+            continue
+        pid = _pid(entries[0])
+        B += [("h", 3, f"{pid}: localization map"),
+              ("p", f"Table 1 cell by cell (`sfn localize`, in memory): sufficiency = the base with one module kind "
+                    f"of {m['window']} layer(s) taken from the reasoning model, necessity = the reasoning model with "
+                    f"them reverted to the base; share = the part of the gap each cell recovers or destroys, with "
+                    f"95% bootstrap intervals over {m['problems']} chain problems ({m['max_new_tokens']} tokens). "
+                    "Every cell's numbers are in `merge/<pair>/localize/map.csv`."),
+              ("ul", [line.strip() for line in m["summary_lines"]])]
+        B += [("img", path, f"{pid}: {Path(path).stem} share of the gap per module kind and layer window.")
+              for path in m["figures"]]
+        packs = entries[0]["merge"].get("packs")
+        if packs:
+            rows = [[r["pack"] if r["rank"] is None else f"LoRA r{r['rank']}", f"{r['size_bytes'] / 1024:.1f}",
+                     f"{r['kept_energy']:.3f}", f"{r['accuracy']:.3f}"] for r in packs["rows"]]
+            B += [("p", f"{pid}: base + the reasoning model's {packs['modules']} as a pack (`sfn pack`, hot-swapped on "
+                        "one loaded base): exact, then PEFT LoRA of each rank (kept energy = share of the delta's "
+                        "squared Frobenius norm). The exact row is Table 1's o_proj row "
+                        f"({'same accuracy' if packs['exact_equals_table1'] else 'DIFFERENT accuracy'})."),
+                  ("table", ["pack", "adapter KiB", "kept energy", "accuracy"], rows)]
     return B
 
 

@@ -2,7 +2,7 @@
 
   pairs        evaluate both models of every pair (chat; for the lab's pairs also plain text and forced <think>)
   delta        ``delta.run_delta``: per-module weight change, figures, the paper's claims; the pair's regime
-  merge        ``sfn_swap`` recipes run by mergekit's ``run_merge``; accuracy and tokens (Table 1)
+  merge        ``sfn_swap`` rows swapped in memory by the intervention engine; accuracy and tokens (Table 1)
   freeze       the shipped TRL recipes scaled down, run by TRL with ``sfn_trainable`` (Table 2, Fig. 6)
   destruction  ``sweep.run_sweep`` on the reasoning model with automatic output levels (Table 3)
 """
@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -145,41 +144,64 @@ def stage_delta(ctx: Context, refs: list) -> dict:
 # --- merge ------------------------------------------------------------------------------------------
 
 def stage_merge(ctx: Context, refs: list) -> dict:
-    """Table 1: base + each module kind of the reasoning model, evaluated like the pair."""
-    from sfn_merge_plugin.lab import measure
+    """Table 1: base + each module kind of the reasoning model, evaluated like the pair. The rows are measured
+    in memory by the intervention engine (base loaded once, each swap applied and restored, the same bytes as
+    mergekit + ``sfn_swap``); the recipes are still written for users, and run by mergekit only for --keep-models."""
+    from sfn_merge_plugin.checkpoint import layout_of, open_checkpoint
+    from sfn_merge_plugin.lab.mapping import localize_pair, pack_curve
     from sfn_merge_plugin.lab.merging import recipe_text, run_recipe, stored_dtype, swap_recipe
+    from sfn_merge_plugin.localize import merge_table_in_memory
     from sfn_merge_plugin.outputs import atomic_write
+    from sfn_merge_plugin.selectors import select
 
     out = {}
     for ref in refs:
         dtype = stored_dtype(ref.base)
-        rows = {}
         folder = ctx.out / "merge" / ref.id
+        layout = layout_of(open_checkpoint(ref.base))
+
+        def evaluate(model, tok, ref=ref):
+            t0 = time.perf_counter()
+            row = {"eval": _evaluate(ctx, model, tok, "chat", probes=ref.uses_probes)}
+            if ref.built:
+                row["eval_forced"] = _evaluate(ctx, model, tok, "forced")
+            row["eval_seconds"] = time.perf_counter() - t0
+            return row
+
+        measured = merge_table_in_memory(ref.base, ref.reasoning, SWAPS, evaluate, device=ctx.device, progress=False)
+        rows = {}
         for label, modules in SWAPS:
             slug = modules.replace(",", "_")
             recipe = swap_recipe(ref.base, ref.reasoning, modules, dtype)
             recipe_file = atomic_write(folder / f"{slug}_swap.yml", recipe_text(recipe, label, f"{slug}_swap.yml"))
-            t0 = time.perf_counter()
-            model_dir = run_recipe(recipe, folder / slug)
-            merge_s = time.perf_counter() - t0
-            model, tok = measure.load_model(str(model_dir), ctx.device)
-            row = {"modules": modules, "recipe": str(recipe_file), "merge_seconds": merge_s,
-                   "provenance": str(model_dir / "sfn_provenance.json"),
-                   "eval": _evaluate(ctx, model, tok, "chat", probes=ref.uses_probes)}
-            if ref.built:
-                row["eval_forced"] = _evaluate(ctx, model, tok, "forced")
-            del model
-            provenance = json.loads((model_dir / "sfn_provenance.json").read_text())
-            row["tensors_from_reasoning"] = sum(1 for t in provenance["tensors"].values() if t["source"] == "donor")
-            row["tensors_total"] = len(provenance["tensors"])
-            if ctx.keep_models:
+            row = {"modules": modules, "recipe": str(recipe_file), "engine": "in memory (sfn intervention)",
+                   "provenance": None, **measured[label]}
+            row["tensors_from_reasoning"] = len(select(layout, modules, "all"))
+            row["tensors_total"] = len(layout.tensors)
+            if ctx.keep_models:  # the merged model on disk, written by mergekit for the user
+                t0 = time.perf_counter()
+                model_dir = run_recipe(recipe, folder / slug)
+                row["merge_seconds"] = time.perf_counter() - t0
                 row["model"] = str(model_dir)
-            else:
-                shutil.rmtree(model_dir)
-                row["provenance"] = None  # deleted with the model
+                row["provenance"] = str(model_dir / "sfn_provenance.json")
+                provenance = json.loads((model_dir / "sfn_provenance.json").read_text())
+                donor = sum(1 for t in provenance["tensors"].values() if t["source"] == "donor")
+                if donor != row["tensors_from_reasoning"]:
+                    raise RuntimeError(f"{ref.id} {label}: mergekit took {donor} tensors from the reasoning model, "
+                                       f"the engine {row['tensors_from_reasoning']}; please report this")
             rows[label] = row
             ctx.log(f"{ref.id}: base + {label} of reasoning: accuracy {row['eval']['accuracy']:.3f}")
-        out[ref.id] = {"dtype": dtype, "rows": rows}
+        packs = pack_curve(ref.base, ref.reasoning, folder / "packs", ctx.size, ctx.device,
+                           lambda m, t: _evaluate(ctx, m, t, "chat")["accuracy"])
+        exact = next(r for r in packs["rows"] if r["pack"] == "exact")
+        packs["exact_equals_table1"] = exact["accuracy"] == rows["o_proj"]["eval"]["accuracy"]
+        if not packs["exact_equals_table1"]:  # the same tensors, greedy: the same answers
+            raise RuntimeError(f"{ref.id}: base + exact o_proj pack scored {exact['accuracy']}, Table 1's o_proj row "
+                               f"{rows['o_proj']['eval']['accuracy']}; please report this")
+        out[ref.id] = {"dtype": dtype, "rows": rows, "packs": packs,
+                       "localize": localize_pair(ref.base, ref.reasoning, folder / "localize", ctx.size, ctx.device,
+                                                 ctx.progress)}
+        ctx.log(f"{ref.id}: localization map, gap {out[ref.id]['localize']['gap']['value']:+.3f}")
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 CHUNK = 16 << 20  # bytes per read/write step: memory stays flat whatever the tensor size
 
@@ -24,7 +25,15 @@ def encode_header(header: dict, metadata: dict | None = None) -> bytes:
 
 
 def copy_range(src, dst, start: int, n: int, hasher=None) -> None:
-    """Copy ``n`` bytes from offset ``start`` of the open file ``src`` to the current position of ``dst``."""
+    """Copy ``n`` bytes from offset ``start`` of the open file ``src`` to the current position of ``dst``
+    (in the kernel, ``tensor_io.copy_bytes``, unless the bytes must be hashed on the way)."""
+    if hasher is None:
+        from sfn_merge_plugin.tensor_io import copy_bytes
+
+        dst.flush()
+        copy_bytes(src.fileno(), start, dst.fileno(), n)
+        dst.seek(os.lseek(dst.fileno(), 0, os.SEEK_CUR))  # the file object learns the position the kernel moved
+        return
     src.seek(start)
     left = n
     while left > 0:

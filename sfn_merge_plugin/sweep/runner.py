@@ -280,7 +280,8 @@ def _sweep(model, tokenizer, rows, methods, layers, per_layer, prompt_list, deco
     cal = levels.calibrate(scorer, calibration or levels.CALIBRATION, seed)
     notes += [f"calibration: {p}" for p in cal.problems()]
     everything = [(cell, r) for cell in cells for r in cell.responses]
-    evidence = levels.measure(scorer, [(r.prompt, r.token_ids, r.response) for _, r in everything], seed)
+    # units from the text, never the generated ids: the same text gets the same evidence in every cell
+    evidence = levels.measure(scorer, [(r.prompt, scorer.encode(r.response), r.response) for _, r in everything], seed)
     grade = _grader(notes)
     gold = {p.id: p for p in prompt_list}
     for (cell, r), ev in zip(tqdm(everything, desc="grading", unit="response", disable=not progress), evidence):
