@@ -93,22 +93,12 @@ def claim_folder(path, tool: str, force: bool = False) -> Path:
 def atomic_write(path, data) -> Path:
     """Write ``data`` (str or bytes) to ``path`` through a temporary name in the same folder."""
     path = Path(path)
-    tmp = _tmp_name(path)
-    try:
+    with staged_file(path) as tmp:
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, str):
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OutputError(_explain(exc, path)) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return path
 
 

@@ -146,7 +146,8 @@ def _merge(results: dict, figures: dict) -> list:
     B.append(("p", "Each row replaces one module kind in every layer of the base by the reasoning model's "
                    "(swapped in memory by SfN's intervention engine: the base loaded once, each row applied and "
                    "restored bit for bit, the same tensors `mergekit-yaml` with `sfn_swap` writes; the "
-                   "recipes are in `merge/`, run them with `mergekit-yaml` for the merged models). Greedy decoding, no budget forcing: each model decides whether to think. "
+                   "recipes are in `merge/`, run them with `mergekit-yaml` for the merged models). "
+                   "Greedy decoding, no budget forcing: each model decides whether to think. "
                    "Tokens are generated tokens (the paper also counted the prompt). `<think> forced` writes "
                    "`<think>` for the model first: it separates carrying the computation in chat from deciding "
                    "to reason."))
