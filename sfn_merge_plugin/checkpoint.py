@@ -199,8 +199,8 @@ def safetensors_files(path: str) -> list:
 def check_promised_tensors(ckpt: "Checkpoint", index_map: Optional[dict] = None, same_layers: bool = True) -> None:
     """Every tensor the index lists is in its shard, and (``same_layers``) every layer holds the same
     tensors (the architecture's promise); else a ``CheckpointError`` naming the first missing tensor.
-    ``sfn delta`` passes ``same_layers=False``: it compares two checkpoints and reports the tensors one
-    has and the other lacks, instead of refusing them."""
+    A tensor kind that one checkpoint has in every layer and another lacks in every layer is no damage:
+    ``sfn delta`` reports it as missing or extra."""
     import re
 
     for name, shard in (index_map or {}).items():

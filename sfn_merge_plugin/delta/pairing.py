@@ -104,7 +104,7 @@ def open_model(ref, role: str, allow_bin: bool) -> Checkpoint:
     if isinstance(ref, Checkpoint):
         return ref
     try:
-        return open_checkpoint(str(ref), allow_bin=allow_bin, same_layers=False)  # differences are reported
+        return open_checkpoint(str(ref), allow_bin=allow_bin)
     except CheckpointError as exc:
         raise CheckpointError(f"{role}: {exc}") from None
 
