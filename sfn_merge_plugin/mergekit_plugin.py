@@ -6,6 +6,7 @@
 - ``patch_run_merge``: validates before anything is loaded, writes into a temporary folder that is
   renamed on success (nothing half-written on failure), unties lm_head where needed, writes
   ``sfn_provenance.json``; and makes ``slices`` (layer removal) save a loadable transformers-5 config.
+  During the merge, ``mergekit_io`` reads, schedules and writes (tensors kept unchanged are byte copies).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import functools
 import json
 import logging
 import os
-import threading
 
 from sfn_merge_plugin.errors import SfnError
+from sfn_merge_plugin.mergekit_io import in_sfn_merge, patch_merge_io, sfn_merge_io
 
 LOG = logging.getLogger("sfn")
 
@@ -158,8 +159,7 @@ def patch_run_merge() -> None:
         clean_stale_temps(os.path.abspath(out_path))  # a killed earlier merge's temporary folder
         snapshot = merge_config.model_copy(deep=True)  # mergekit rewrites slices into modules while planning
         try:
-            with staged_folder(out_path, "mergekit-yaml", check=False) as tmp:
-                _SFN_MERGE_IO.active = True
+            with staged_folder(out_path, "mergekit-yaml", check=False) as tmp, sfn_merge_io():
                 original_run(merge_config, str(tmp), options, config_source)
                 if plan is not None:
                     _finish_sfn_output(str(tmp), plan)
@@ -167,8 +167,6 @@ def patch_run_merge() -> None:
                     _finish_slices_output(str(tmp), snapshot)
         except SfnError as exc:
             raise exc if isinstance(exc, RecipeError) else RecipeError(str(exc)) from None
-        finally:
-            _SFN_MERGE_IO.active = False
 
     @functools.wraps(original_out_config)
     def _model_out_config(config, arch_info, trust_remote_code=False):
@@ -182,7 +180,7 @@ def patch_run_merge() -> None:
     run_merge._sfn_patched = True
     mm.run_merge, mm._model_out_config = run_merge, _model_out_config
     _patch_card()
-    _patch_tensor_loader()
+    patch_merge_io()
     # mergekit's own modules that imported run_merge before the hook ran
     import sys
 
@@ -190,38 +188,6 @@ def patch_run_merge() -> None:
         mod = sys.modules.get(name)
         if mod is not None and getattr(mod, "run_merge", None) is original_run:
             mod.run_merge = run_merge
-
-
-_SFN_MERGE_IO = threading.local()  # .active: an SfN merge is running (unmapped reads, copy-free writes)
-
-
-def _patch_tensor_loader() -> None:
-    """During SfN merges, read safetensors shards with plain reads (tensor_io) instead of mmap, so peak RSS
-    follows the tensors alive, not the size of the shards walked; and write shards without first copying
-    every tensor to bytes."""
-    from mergekit.io import loader, tensor_writer
-
-    original_get = loader.TensorLoader.get.__func__
-
-    def get(cls, shard_path, use_lazy_unpickle=False, device=None):
-        if getattr(_SFN_MERGE_IO, "active", False) and shard_path.lower().endswith(".safetensors") and device in (None, "cpu"):
-            from sfn_merge_plugin.tensor_io import SafetensorsReader
-
-            return SafetensorsReader(shard_path)
-        return original_get(cls, shard_path, use_lazy_unpickle=use_lazy_unpickle, device=device)
-
-    loader.TensorLoader.get = classmethod(get)
-
-    original_save = tensor_writer.TensorWriter._save_st
-
-    def _save_st(self, shard_data, shard_path):
-        if not getattr(_SFN_MERGE_IO, "active", False):
-            return original_save(self, shard_data, shard_path)
-        from sfn_merge_plugin.tensor_io import write_safetensors
-
-        write_safetensors(shard_data, shard_path, metadata={"format": "pt"})
-
-    tensor_writer.TensorWriter._save_st = _save_st
 
 
 def _patch_card() -> None:
@@ -235,7 +201,7 @@ def _patch_card() -> None:
 
     @functools.wraps(original)
     def is_hf(path: str) -> bool:
-        if getattr(_SFN_MERGE_IO, "active", False) and os.path.isdir(os.path.expanduser(path)):
+        if in_sfn_merge() and os.path.isdir(os.path.expanduser(path)):
             return False
         return original(path)
 

@@ -3,7 +3,9 @@
 A memory-mapped shard counts every page touched in the process's RSS until it is closed, so a merge
 that walks a 1 GB shard ends up "using" 1 GB. Reading each tensor into its own buffer keeps memory to
 the tensors actually alive (the OS page cache still serves repeated reads). Writing streams each
-tensor's own memory to the file, where ``safetensors.torch.save_file`` first copies every tensor to bytes.
+tensor's own memory to the file, where ``safetensors.torch.save_file`` first copies every tensor to bytes;
+a tensor unchanged since it was read is copied from its file in the kernel instead (``StoredRange``), and
+a lazy reader (``StoredTensor``) does not read such a tensor at all.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ COPY_STORED = os.environ.get("SFN_NO_RAW_COPY") != "1"  # benchmarks/merge_bench
 def stored_range(t: torch.Tensor):
     """The file range holding ``t``'s exact bytes, if ``t`` is a tensor read whole and not modified since."""
     r = getattr(t, "_sfn_stored", None)
+    if isinstance(t, StoredTensor):
+        return r if COPY_STORED and t.unchanged() else None
     if r is None or not COPY_STORED or t._version != r.version or t.device.type != "cpu" or _DTYPE_NAMES.get(t.dtype) != r.dtype \
             or tuple(t.shape) != r.shape:
         return None
@@ -75,11 +79,60 @@ def _write_all(fd: int, buf: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-class SafetensorsReader:
-    """``keys()`` / ``get_tensor(name)`` like ``safetensors.safe_open``, without mmap."""
+class StoredTensor(torch.Tensor):
+    """A tensor still in its file (``SafetensorsReader(path, lazy=True)``): shape and dtype without the data.
 
-    def __init__(self, path: str):
+    Any torch operation on it first reads the data (``materialize``) and runs on that, so code that computes
+    on it sees the real values; a writer given it unread and unmodified copies its stored bytes instead
+    (``stored_range``), so a tensor a merge keeps unchanged is never in memory."""
+
+    @staticmethod
+    def __new__(cls, reader: "SafetensorsReader", name: str, stored: StoredRange):
+        t = torch.Tensor._make_wrapper_subclass(cls, stored.shape, dtype=DTYPES[stored.dtype], device="cpu",
+                                                requires_grad=False)
+        t._sfn_reader, t._sfn_name, t._sfn_stored = reader, name, stored
+        t._sfn_value, t._sfn_value_version, t._sfn_written = None, 0, False
+        return t
+
+    def materialize(self) -> torch.Tensor:
+        """The data, read once into a plain tensor (later operations on this tensor use it)."""
+        if self._sfn_value is None:
+            meta = self._sfn_reader._header[self._sfn_name]
+            self._sfn_value = self._sfn_reader._read(self._sfn_name, meta["shape"], *meta["data_offsets"])
+            self._sfn_value_version = self._sfn_value._version
+        return self._sfn_value
+
+    def unchanged(self) -> bool:
+        """Nothing was written into it: no in-place op on it (its version, or the flag set by dispatch) nor on
+        its read data or a view of that data (their shared version)."""
+        value = self._sfn_value
+        return (not self._sfn_written and self._version == self._sfn_stored.version
+                and (value is None or value._version == self._sfn_value_version))
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        from torch.utils._pytree import tree_flatten, tree_map
+
+        if func._schema.is_mutable:  # an in-place / out= op: whatever stored tensor it was given is no longer as stored
+            for x in tree_flatten((args, kwargs))[0]:
+                if isinstance(x, StoredTensor):
+                    x._sfn_written = True
+        real = lambda x: x.materialize() if isinstance(x, StoredTensor) else x  # noqa: E731
+        return func(*tree_map(real, args), **tree_map(real, kwargs or {}))
+
+    def __repr__(self):
+        return f"StoredTensor({self._sfn_name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+class SafetensorsReader:
+    """``keys()`` / ``get_tensor(name)`` like ``safetensors.safe_open``, without mmap. With ``lazy=True``
+    ``get_tensor`` reads nothing: it returns a ``StoredTensor`` that reads its data on first use."""
+
+    def __init__(self, path: str, lazy: bool = False):
         self.path = path
+        self.lazy = lazy
         self._file = open(path, "rb")
         n = int.from_bytes(self._file.read(8), "little")
         header = json.loads(self._file.read(n))
@@ -89,12 +142,15 @@ class SafetensorsReader:
         self._fd = self._file.fileno()
 
     def keys(self):
-        return list(self._header)
+        return self._header.keys()  # a view: mergekit tests membership once per tensor
 
     def get_tensor(self, name: str) -> torch.Tensor:
         meta = self._header[name]
-        t = self._read(name, meta["shape"], *meta["data_offsets"])
         begin, end = meta["data_offsets"]
+        if self.lazy:
+            return StoredTensor(self, name, StoredRange(self.path, self._data_start + begin, end - begin, meta["dtype"],
+                                                        tuple(meta["shape"]), 0))
+        t = self._read(name, meta["shape"], begin, end)
         # where these bytes are stored: a writer given this tensor unmodified copies the range instead
         t._sfn_stored = StoredRange(self.path, self._data_start + begin, end - begin, meta["dtype"], tuple(meta["shape"]), t._version)
         return t
@@ -118,6 +174,9 @@ class SafetensorsReader:
         n = end - begin
         out = torch.empty(n // max(1, torch.empty((), dtype=dtype).element_size()), dtype=dtype)
         if n:
+            if self._file.closed:  # a StoredTensor read after its reader was closed
+                self._file = open(self.path, "rb")
+                self._fd = self._file.fileno()
             view = memoryview(out.view(torch.uint8).numpy())
             got, pos = 0, self._data_start + begin
             while got < n:
@@ -147,14 +206,28 @@ _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def write_safetensors(tensors: dict, path: str, metadata: dict | None = None) -> None:
-    """Write ``{name: tensor}`` as a safetensors file, streaming each tensor's memory (no byte copies)."""
-    header, offset, views = {}, 0, []
+    """Write ``{name: tensor}`` as a safetensors file, streaming each tensor's memory (no byte copies);
+    a tensor unchanged from a file is copied from it in the kernel, neighbours there in one copy."""
+    header, offset, segments = {}, 0, []  # segments: [path, start, size] (a stored range) or a uint8 array
     for name, t in tensors.items():
         stored = stored_range(t)  # unchanged from a file: its bytes are copied, not re-encoded
+        if stored is not None:
+            n = stored.size
+            header[name] = {"dtype": stored.dtype, "shape": list(stored.shape), "data_offsets": [offset, offset + n]}
+            last = segments[-1] if segments else None
+            if isinstance(last, list) and last[0] == stored.path and last[1] + last[2] == stored.start:
+                last[2] += n  # stored right after the previous one: one copy for both
+            else:
+                segments.append([stored.path, stored.start, n])
+            offset += n
+            continue
+        if isinstance(t, StoredTensor):
+            t = t.materialize()
         t = t.detach().to("cpu").contiguous()
         n = t.numel() * t.element_size()
         header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
-        views.append(stored if stored is not None and stored.size == n else (t.reshape(-1).view(torch.uint8).numpy() if n else None))
+        if n:
+            segments.append(t.reshape(-1).view(torch.uint8).numpy())
         offset += n
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -165,13 +238,13 @@ def write_safetensors(tensors: dict, path: str, metadata: dict | None = None) ->
         f.write(raw)
         handles = {}
         try:
-            for v in views:
-                if isinstance(v, StoredRange):
+            for seg in segments:
+                if isinstance(seg, list):
                     f.flush()
-                    src = handles.get(v.path) or handles.setdefault(v.path, open(v.path, "rb"))
-                    copy_bytes(src.fileno(), v.start, f.fileno(), v.size)
-                elif v is not None:
-                    f.write(memoryview(v))
+                    src = handles.get(seg[0]) or handles.setdefault(seg[0], open(seg[0], "rb"))
+                    copy_bytes(src.fileno(), seg[1], f.fileno(), seg[2])
+                else:
+                    f.write(memoryview(seg))
         finally:
             for h in handles.values():
                 h.close()

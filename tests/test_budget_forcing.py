@@ -358,6 +358,42 @@ def test_hf_generate_forces_twice_on_the_tiny_thinker(thinker):
     assert outs[0].prompt_tokens == len(tok.encode(chat))
 
 
+def test_hf_backend_reuses_the_kv_cache_between_rounds_token_identically(thinker):
+    """Forcing rounds and the answer phase feed only the new tokens (the kept cache holds the rest, across
+    left padding, rows that ran past their end and rows that left the rounds early), and the forced
+    outputs are token-identical to re-prefilling every round (``keep_cache_bytes=0``)."""
+    from sfn_merge_plugin.evaluation.hf_backend import HFBackend, format_prompts
+
+    model, tok = thinker
+    config = resolve_config("r1", thinking_n_ignore=2, max_tokens_thinking=14, max_tokens_answer=4)
+    sampling = {"do_sample": True, "temperature": 1.0, "seed": 5}  # rounds of varying length, some run out
+    texts = format_prompts(tok, ["compute 12 + 30", "what is 7 * 6?", "x"], chat=True)
+    runs, batch_size = {}, 2  # micro-batches of 2 and 1: left padding and a lone row
+    for keep in (0, 1 << 30):
+        widths = []
+        hook = model.register_forward_pre_hook(lambda m, a, k: widths.append(k["input_ids"].shape[1]), with_kwargs=True)
+        try:
+            backend = HFBackend(model, tok, batch_size=batch_size, keep_cache_bytes=keep)
+            prompts = [backend.encode_prompt(t) for t in texts]
+            outs = generate_with_budget(backend, prompts, config, max_gen_toks=40, sampling=sampling)
+        finally:
+            hook.remove()
+        runs[keep] = [o.token_ids for o in outs], [w for w in widths if w > 1], outs
+    fresh, kept = runs[0], runs[1 << 30]
+    assert kept[0] == fresh[0]
+    first_round = -(-len(texts) // batch_size)
+    assert fresh[1][:first_round] == kept[1][:first_round]
+    assert min(fresh[1][first_round:]) >= min(len(p) for p in prompts)  # later calls re-prefill the prompt...
+    close = len(tok.encode("\n</think>\n\n", add_special_tokens=False))
+    final = len(tok.encode("\nFinal Answer:", add_special_tokens=False))
+    assert max(kept[1][first_round:]) <= close + final + 1  # ...or feed "Wait" / the close (+ suffix) only
+    outs = kept[2]
+    assert any(o.forced_continuations for o in outs) and any(o.budget_exhausted for o in outs)
+    small = HFBackend(model, tok, keep_cache_bytes=1)  # over the budget: nothing is kept
+    small.generate(prompts[:1], [2], [])
+    assert backend._kept.bytes > 0 and not small._kept.rows and small._kept.bytes == 0
+
+
 def test_hf_generate_exhausts_when_nothing_ends_the_thinking(thinker):
     """Plain preset: only EOS ends thinking and the tiny model prefers </think>, so the budget runs out."""
     from sfn_merge_plugin.evaluation.hf_backend import generate

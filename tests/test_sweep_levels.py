@@ -104,6 +104,11 @@ def test_every_rule_and_its_evidence():
     assert lv == "I" and "order gain 1.50 < 2.00" in why[0]
     assert classify(ev(order_gain=1.5, novel=5), c)[0] == "III"  # too short to judge word order
     assert classify(ev(relevance=0.1), c)[0] == "II"
+    # less likely than a plain answer (nll > 2.6): sentences (II) only with clear word order (>= 2/3 of 0..4)
+    assert classify(ev(nll=4.0, order_gain=3.0), c)[0] == "II"
+    lv, why = classify(ev(nll=4.0, order_gain=2.5), c)
+    assert lv == "I" and "order gain 2.50 < 2.67" in why[0]
+    assert classify(ev(nll=2.5, order_gain=2.5), c)[0] == "III"  # likely text keeps its level
     assert classify(ev(relevance=0.3), c)[0] == "III"
     lv, why = classify(ev(correct=False), c)
     assert lv == "III" and "answer is wrong" in why[-1]
@@ -213,6 +218,8 @@ def test_echo_separates_a_restated_question_from_an_answer():
     copied, own = echo("What is the capital of France, and what is it famous for?", "The capital of France is Paris.")
     assert copied == pytest.approx(4 / 6) and own == 1  # "Paris" is the answer's own word
     assert echo("A farmer has 12 sheep. How many now?", "The answer is 12.") == (0.0, 0)  # an answer, not a copy
+    # every word of its own copied from the prompt, even outside a 3-word phrase: an echo that adds nothing
+    assert echo("Suggest a name for a new coffee shop and explain why.", "You are a new name for a coffee shop.") == (1.0, 0)
     assert echo("anything", "") == (0.0, 0)
 
 
@@ -265,6 +272,100 @@ def test_grade_responses_encodes_the_text(standin):
     assert got[0][2] == levels.measure(standin, [(rows[0][0], standin.encode(rows[0][1]), rows[0][1])])[0]
 
 
+class CountingScorer:
+    """The stand-in, counting the (context, units) pairs it is asked to score."""
+
+    def __init__(self, inner):
+        self.inner, self.scored = inner, []
+
+    def context(self, prompt):
+        return self.inner.context(prompt)
+
+    def encode(self, text):
+        return self.inner.encode(text)
+
+    def nll(self, pairs):
+        self.scored += [(tuple(c), tuple(u)) for c, u in pairs]
+        return self.inner.nll(pairs)
+
+
+def test_text_decided_responses_are_not_scored_and_keep_their_level(standin):
+    """text_decision is classify's first rules: where it decides, classify says the same with or without a
+    calibration; measure(skip_decided=True) scores none of those responses and all the others as before."""
+    c, blind = cal(), cal(shuffled_nll=2.1, shuffled_order=3.99, other_relevance=0.59)
+    decided = [ev(tokens=0), ev(tokens=20, distinct=2), ev(nonword_rate=0.6), ev(correct=True, nll=6.0),
+               ev(tokens=40, repetition=0.6, ends_in_loop=True), ev(correct=True, nonword_rate=0.9)]
+    for e in decided:
+        assert levels.text_decision(e) is not None and levels.text_decision(e) == classify(e, c) == classify(e, blind)
+    for e in (ev(), ev(nll=5.5), ev(order_gain=1.5), ev(echo=0.8, own_words=0), ev(correct=False),
+              ev(tokens=10, repetition=0.6, ends_in_loop=True), ev(tokens=40, repetition=0.6, ends_in_loop=False)):
+        assert levels.text_decision(e) is None
+    prompt = "What is 17 + 25? Put the final answer in \\boxed{}."
+    texts = ["The sum of the two numbers is forty two, since seventeen plus twenty five makes it.",
+             "land wisher land wisher land wisher land wisher land wisher land wisher land wisher",
+             "17 + 25 = 42, so \\boxed{42}.", "", "ätz apple_msg()). Sure.setOnClickListener ]]); xkcdqrt ingeingeinge"]
+    items = [(prompt, standin.encode(t), t) for t in texts]
+    verdicts = [False, False, True, False, False]
+    full = levels.measure(standin, items, correct=verdicts)
+    counting = CountingScorer(standin)
+    quick = levels.measure(counting, items, correct=verdicts, skip_decided=True)
+    assert len(counting.scored) == 3 and counting.scored[0][1] == tuple(items[0][1])  # the three passes of the first only
+    assert quick[0] == full[0] and quick[0].nll is not None and all(e.nll is None for e in quick[1:])
+    assert [classify(e, c) for e in quick] == [classify(e, c) for e in full]
+    assert [classify(e, c)[0] for e in quick[1:]] == ["I", "IV", "I", "I"] and quick[2].correct is True
+    with pytest.raises(ValueError, match="2 verdicts for 5 items"):
+        levels.measure(standin, items, correct=[True, False])
+
+
+def test_calibration_scores_only_the_passes_it_uses(standin):
+    """calibrate asks for the passes it reads (not the shuffled texts' null pass nor the mismatched pairs'
+    shuffle) and gets exactly the thresholds of the full three passes."""
+    import statistics
+
+    counting = CountingScorer(standin)
+    got = levels.calibrate(counting)
+    n = len(levels.CALIBRATION)
+    assert len(counting.scored) == 3 * n + 2 * n + 2 * n and len(set(counting.scored)) == 3 * n + 2 * n + n
+    enc = [(p, standin.encode(a), a) for p, a in levels.CALIBRATION]
+    fluent = levels.measure(standin, enc)
+    mixed = levels.measure(standin, [(p, levels.shuffled(u, 1), "") for p, u, _ in enc])
+    other = levels.measure(standin, [(enc[(i + 1) % n][0], u, a) for i, (_, u, a) in enumerate(enc)])
+    med = statistics.median
+    assert got == Calibration(med(e.nll for e in fluent), med(e.nll for e in mixed), med(e.order_gain for e in fluent),
+                              med(e.order_gain for e in mixed), med(e.relevance for e in fluent),
+                              med(e.relevance for e in other))
+    (e,) = levels.measure(standin, enc[:1], passes=("prompt", "null"))
+    assert e.nll == fluent[0].nll and e.relevance == fluent[0].relevance and e.nll_shuffled is None and e.order_gain is None
+    with pytest.raises(ValueError, match="must include 'prompt'"):
+        levels.measure(standin, enc[:1], passes=("null",))
+
+
+def test_hf_scorer_runs_each_context_once_and_recomputes_it_bit_for_bit(tiny_model):
+    """The context's KV cache is computed once (alone) and shared by every unit sequence after it; a scorer
+    that has to recompute it (a fresh one, or a dropped cache) returns bit-identical nll lists."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sfn_merge_plugin.sweep.scoring import HFScorer
+
+    path = tiny_model("qwen2")
+    model, tok = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16), AutoTokenizer.from_pretrained(path)
+    calls = []
+    hook = model.register_forward_hook(lambda mod, args, kwargs, out: calls.append(1), with_kwargs=True)
+    scorer = HFScorer(model, tok, chat=True)
+    a, b = scorer.context("Why is the sky blue?"), scorer.context(None)
+    units = [scorer.encode(t) for t in ("the quick brown fox", "blue light scatters more", "ok")]
+    pairs = [(a, u) for u in units] + [(b, u) for u in units[:2]]
+    first = scorer.nll(pairs)
+    assert len(calls) == 2 + len(pairs) and list(scorer.contexts) == [a, b]  # 2 contexts + one forward per pair
+    scorer.contexts.clear()
+    scorer.cache.clear()
+    fresh = HFScorer(model, tok, chat=True)
+    assert scorer.nll(pairs) == first == fresh.nll(pairs[::-1])[::-1]
+    hook.remove()
+    with pytest.raises(ValueError, match="empty context"):
+        scorer.nll([((), units[0])])
+
+
 def test_grade_levels_command_writes_levels_and_refuses_bad_lines(tiny_model, tmp_path, capsys):
     from sfn_merge_plugin.cli import main
 
@@ -296,7 +397,7 @@ SMOLLM2_LABELLED = os.path.join(os.path.dirname(__file__), "data", "levels_smoll
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("SFN_LONG_TESTS") != "1",
-                    reason="grades 204 real responses one forward each (tens of minutes on 2 cores): SFN_LONG_TESTS=1")
+                    reason="scores 258 real responses (minutes to tens of minutes on 2 cores): SFN_LONG_TESTS=1")
 def test_agrees_with_hand_labels_of_real_smollm2_responses(smollm2):
     """tests/data/levels_smollm2.jsonl: real SmolLM2-135M-Instruct responses from destroyed cells (40 tokens,
     greedy), each labelled by hand (label, reason). Graded as `sfn grade-levels` does, by the undamaged model;
@@ -306,7 +407,7 @@ def test_agrees_with_hand_labels_of_real_smollm2_responses(smollm2):
 
     torch.set_num_threads(2)
     rows = [json.loads(line) for line in open(SMOLLM2_LABELLED, encoding="utf-8")]
-    assert len(rows) >= 150 and {r["label"] for r in rows} >= {"I", "II", "III"}
+    assert len(rows) >= 250 and {r["label"] for r in rows} >= {"I", "II", "III"}
     model, tok = load(smollm2)
     graded, cal = grade_rows(model, tok, rows, chat=True)
     assert cal.reliable, cal.problems()
@@ -316,6 +417,30 @@ def test_agrees_with_hand_labels_of_real_smollm2_responses(smollm2):
             agree[key].append(r["level"] == r["label"])
     share = {k: sum(v) / len(v) for k, v in agree.items()}
     misses = [(r["label"], r["level"], r["response"][:60]) for r in graded if r["level"] != r["label"]]
-    # measured with the sweep's batched evidence: 191/204 (93.6%), held-out 78/84; the issue asks for 95%
-    assert share["all"] >= 0.92 and share["held-out"] >= 0.9, (share, misses)
-    assert all(share[lv] >= 0.8 for lv in ("I", "II", "III")), (share, misses)
+    # measured (benchmarks/results/levels_agreement.json): 242/258 (93.8%), held-out 78/84, new 51/54;
+    # I 153/160, II 35/42, III 54/56. The issue asks for 95%: not reached (see docs/levels.md)
+    assert share["all"] >= 0.93 and share["held-out"] >= 0.92 and share["new"] >= 0.9, (share, misses)
+    assert share["I"] >= 0.95 and share["II"] >= 0.8 and share["III"] >= 0.95, (share, misses)
+
+
+def test_rules_agree_with_hand_labels_on_recorded_smollm2_scores():
+    """The rules and text features of this tree, re-applied to SmolLM2's recorded scores of the hand-labelled
+    set (benchmarks/levels_agreement.py --from-cache, a fraction of a second): the committed agreement holds,
+    and docs/levels.md shows it."""
+    import argparse
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "levels_agreement.py")
+    spec = importlib.util.spec_from_file_location("levels_agreement", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    committed = json.loads(bench.RESULTS.read_text())
+    args = argparse.Namespace(data=str(bench.DATA), cache=str(bench.CACHE), from_cache=True, seed=0)
+    res = bench.run(args)
+    got = {k: v["agree"] for k, v in res["agreement"].items()}
+    assert got == {k: v["agree"] for k, v in committed["agreement"].items()}, "rerun benchmarks/levels_agreement.py --from-cache"
+    share = {k: v["share"] for k, v in res["agreement"].items()}
+    # measured: 242/258 (93.8%); I 153/160, II 35/42, III 54/56; the "new" rows (labelled blind) 51/54
+    assert share["all"] >= 0.93 and share["split:new"] >= 0.9, res["disagreements"]
+    assert share["label:I"] >= 0.95 and share["label:II"] >= 0.8 and share["label:III"] >= 0.95, res["disagreements"]
+    assert bench.docs_text(bench.DOC.read_text(), committed) == bench.DOC.read_text(), "run levels_agreement.py --write-docs"

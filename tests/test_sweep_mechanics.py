@@ -238,6 +238,8 @@ def test_cli_writes_table3_responses_and_heatmap(tiny_model, tmp_path, capsys):
     assert len(lines) == 7 * 2
     assert {"nll", "order_gain", "relevance", "repetition", "nonword_rate", "correct"} <= set(lines[0]["evidence"])
     assert all(x["level"] and x["reasons"] for x in lines)
+    for x in lines:  # a response the text rules decide (non-words, a loop...) is not scored by the model, and says so
+        assert (x["evidence"]["nll"] is None) == (x["evidence"]["tokens"] == 0 or runner.TEXT_DECIDED in x["reasons"])
     assert open(out / "levels_heatmap.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     md = open(out / "table3.md").read()
     assert "| module | 1 | 2 |" in md and "## Level thresholds" in md

@@ -6,6 +6,7 @@ from safetensors.torch import load_file, save_file
 
 from merge_checks import check_swap
 from sfn_merge_plugin import tensor_io
+from sfn_merge_plugin.checkpoint import _safetensors_header, safetensors_files
 from sfn_merge_plugin.tensor_io import SafetensorsReader, stored_range, write_safetensors
 
 
@@ -26,14 +27,18 @@ def test_unmodified_tensors_are_copied_edited_ones_re_encoded(tmp_path):
 
 
 def test_a_swap_copies_the_base_tensors_and_stays_bit_exact(tiny_pair, run_recipe, monkeypatch):
-    calls = []
-    real = tensor_io.copy_bytes
+    calls, reads = [], []
+    real, real_read = tensor_io.copy_bytes, tensor_io.StoredTensor.materialize
     monkeypatch.setattr(tensor_io, "copy_bytes", lambda *a: (calls.append(a[3]), real(*a))[1])
+    monkeypatch.setattr(tensor_io.StoredTensor, "materialize", lambda t: (reads.append(t._sfn_name), real_read(t))[1])
     base, donor = tiny_pair("qwen2")
     out = run_recipe({"merge_method": "sfn_swap", "base_model": base, "models": [{"model": donor}],
                       "parameters": {"modules": "o_proj", "layers": "all"}})
     counts = check_swap(out, base, donor)
-    assert len(calls) >= counts["base"] > 0  # every tensor kept from the base went through the raw copy
+    data = sum(e - b for f in safetensors_files(out) for b, e in (v["data_offsets"] for v in _safetensors_header(f).values()))
+    # every tensor, kept from the base or taken from the donor, went through the raw copy (neighbours in one
+    # copy: bytes, not calls, are counted) and none was read into memory
+    assert counts["base"] > 0 and counts["donor"] > 0 and sum(calls) == data and reads == []
 
 
 @pytest.mark.skipif(not hasattr(tensor_io.os, "copy_file_range"), reason="no copy_file_range here")

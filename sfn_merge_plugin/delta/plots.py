@@ -64,7 +64,8 @@ def plot_delta_norms(summary: dict, path: Path) -> str:
             ax.grid(alpha=0.3)
         row[0].set_title(f"{pair['label']}: absolute change per layer", fontsize=10)
         row[1].set_title(f"{pair['label']}: relative change per layer", fontsize=10)
-        row[1].legend(fontsize=8, ncol=2)
+        # outside the axes, right of the relative-change panel: a legend inside covers the lines it names
+        row[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle(f"Delta Stethoscope: {Path(summary['base']).name} -> fine-tune(s)", fontsize=11)
     return _save(fig, path)
 

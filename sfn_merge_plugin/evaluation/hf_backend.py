@@ -11,6 +11,7 @@ import contextlib
 from typing import Sequence
 
 from sfn_merge_plugin.evaluation.budget_forcing import Completion, ForcedGeneration, generate_with_budget
+from sfn_merge_plugin.evaluation.kv_reuse import KEEP_CACHE_BYTES, REUSABLE_DECODING, KeptCache, left_padded
 from sfn_merge_plugin.evaluation.presets import resolve_config
 
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "seed")
@@ -83,11 +84,16 @@ class HFBackend:
     Decoding is explicit, as in ``VLLMBackend``: the model's ``generation_config`` supplies only the EOS ids
     (``eos_ids_of``), never decoding defaults (repetition_penalty, top_k, temperature...): every knob is
     transformers' neutral default unless given in ``sampling``. Sampling with a ``seed`` seeds torch's RNG
-    once per job (``begin``), not once per call, so the forcing rounds draw fresh random numbers."""
+    once per job (``begin``), not once per call, so the forcing rounds draw fresh random numbers.
+
+    ``keep_cache_bytes``: the KV cache of each call is kept (up to this many bytes; 0: off) so that the next
+    call's prompts that extend its rows (the next forcing round: prompt + thinking + "Wait") feed only their
+    new tokens instead of re-prefilling (``kv_reuse.KeptCache``); greedy outputs stay token-identical."""
 
     supports_stop_strings = True
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, progress: bool = False):
+    def __init__(self, model, tokenizer, batch_size: int = 8, progress: bool = False,
+                 keep_cache_bytes: int = KEEP_CACHE_BYTES):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = max(1, int(batch_size))
@@ -96,10 +102,14 @@ class HFBackend:
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else (self.eos_token_ids[0] if self.eos_token_ids else 0))
         self._seeded = False
+        self.keep_cache_bytes = max(0, int(keep_cache_bytes))
+        self._kept = KeptCache()  # the KV cache of the previous call's rows, for prompts that extend them
 
     def begin(self, sampling: dict | None = None):
-        """Start a job: the next sampled ``generate`` call seeds torch's RNG (once) with ``sampling['seed']``."""
+        """Start a job: the next sampled ``generate`` call seeds torch's RNG (once) with ``sampling['seed']``;
+        the KV cache kept from an earlier job is dropped."""
         self._seeded = False
+        self._kept = KeptCache()
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -157,24 +167,32 @@ class HFBackend:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(chunks), desc="generate", leave=False)
+        # KV reuse (greedy or plain sampling only: penalties would see the layout's padding differently)
+        keep = self.keep_cache_bytes > 0 and set(kwargs) <= REUSABLE_DECODING
+        kept, self._kept = self._kept, KeptCache()
         for chunk in chunks:
-            width = max(len(prompts[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
-                mask[row, width - len(prompts[i]):] = 1
+            batch = [prompts[i] for i in chunk]
+            layout = kept.layout(batch, self.pad_token_id) if keep else None
+            if layout is None:
+                layout = left_padded(batch, self.pad_token_id)
+            ids, mask, past = layout
+            width = ids.shape[1]
             limit = max(max_new_tokens[i] for i in chunk)
             extra = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
             if stop_strings:
                 from transformers import StoppingCriteriaList
 
                 extra["stopping_criteria"] = StoppingCriteriaList([_StopOnStrings(self.tokenizer, stop_strings, width)])
+            if keep:
+                extra.update(return_dict_in_generate=True, cache=past)
             with torch.no_grad(), blank_generation_config(self.model):
                 out = self.model.generate(
                     input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=limit,
                     eos_token_id=stops or None, pad_token_id=self.pad_token_id, **extra, **kwargs,
                 )
+            if keep:
+                out, cache = out.sequences, out.cache
+                self._kept.add(cache, out, mask, self.keep_cache_bytes)
             new = out[:, width:].tolist()
             for row, i in enumerate(chunk):
                 tokens = new[row][: max_new_tokens[i]]
@@ -190,6 +208,8 @@ class HFBackend:
                     results[i] = Completion(tokens, stopped=True, stop_token_id=token)
             if bar:
                 bar.update(1)
+        if keep:
+            self._kept.inherit(kept, self.keep_cache_bytes)
         if bar:
             bar.close()
         return results
@@ -202,7 +222,7 @@ def generate_ids(model, tokenizer, prompt_ids, max_new_tokens: int, *, sampling:
     the first of ``eos_ids_of`` (tokenizer EOS, generation_config EOS, ``<|im_end|>``/``<|endoftext|>``).
     ``sampling``: None for greedy, else ``{"do_sample": True, "temperature": ..., "top_p": ..., "seed": ...}``
     (the seed is applied once, at the start of this call). Returns one ``Completion`` per prompt."""
-    backend = HFBackend(model, tokenizer, batch_size=batch_size)
+    backend = HFBackend(model, tokenizer, batch_size=batch_size, keep_cache_bytes=0)  # one call: nothing to reuse
     backend.begin(sampling)
     n = len(prompt_ids)
     return backend.generate([list(p) for p in prompt_ids], [int(max_new_tokens)] * n, backend.eos_token_ids,

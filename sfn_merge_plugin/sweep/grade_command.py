@@ -65,15 +65,21 @@ def items_of(rows: list) -> list:
              r.get("grader", "math")) for r in rows]
 
 
-def grade_rows(model, tokenizer, rows: list, chat: Optional[bool] = None, seed: int = 0):
-    """(rows with level, level_reasons and level_evidence added, the Calibration) for a loaded undamaged model."""
+def score_rows(model, tokenizer, rows: list, chat: Optional[bool] = None, seed: int = 0):
+    """([(level, reasons, Evidence)] per row, the Calibration) for a loaded undamaged model: what
+    ``grade_rows`` writes, with the evidence at full precision (benchmarks/levels_agreement.py caches it)."""
     from sfn_merge_plugin.sweep import levels
     from sfn_merge_plugin.sweep.generate import chat_enabled
     from sfn_merge_plugin.sweep.scoring import HFScorer
 
     scorer = HFScorer(model, tokenizer, chat_enabled(tokenizer, chat))
     cal = levels.calibrate(scorer, levels.CALIBRATION, seed)
-    graded = levels.grade_responses(scorer, items_of(rows), cal, seed)
+    return levels.grade_responses(scorer, items_of(rows), cal, seed), cal
+
+
+def grade_rows(model, tokenizer, rows: list, chat: Optional[bool] = None, seed: int = 0):
+    """(rows with level, level_reasons and level_evidence added, the Calibration) for a loaded undamaged model."""
+    graded, cal = score_rows(model, tokenizer, rows, chat, seed)
     out = [dict(r, level=lv, level_reasons=why, level_evidence=ev.as_dict()) for r, (lv, why, ev) in zip(rows, graded)]
     return out, cal
 

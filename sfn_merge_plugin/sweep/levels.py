@@ -19,9 +19,10 @@ Evidence for one response (units = tokens of the UNDAMAGED model; repeats exclud
 Rules, in order: empty, one or two distinct units over and over, or more than half non-words -> I;
 correct -> IV; degenerate repetition (>= 12 units, ``repetition`` > 45%, ending in the loop) -> I;
 ``nll`` above ``max_nll``, or (with >= 6 novel units) ``order_gain`` below ``min_order`` -> I;
-an echo of the prompt (``echo`` >= 0.5, no own word) -> II; ``nll`` above ``max_meaningful_nll`` -> II;
-``relevance`` >= ``min_relevance`` -> III; else II. Tuned on the "tuning" rows of
-tests/data/levels_smollm2.jsonl (real SmolLM2 responses labelled by hand), checked on its held-out rows.
+an echo of the prompt (``echo`` >= 0.5, no own word) -> II; ``nll`` above ``max_meaningful_nll`` -> II, unless
+(6+ novel units) its ``order_gain`` is below ``min_band_order`` -> I; ``relevance`` >= ``min_relevance`` -> III;
+else II. Tuned on the "tuning" rows of tests/data/levels_smollm2.jsonl (real SmolLM2 responses labelled by
+hand), checked on its "held-out" rows and on "new" rows (other prompts and cells, labelled before grading).
 
 Thresholds are calibrated per undamaged model on reference answers shipped here (``CALIBRATION``):
 ``max_nll`` and ``min_order`` lie midway between the medians of those answers and of the same answers
@@ -47,6 +48,7 @@ MIN_LOOP_TOKENS = 12  # ... once the response is at least this long (a short ans
 LOOP_TAIL = 6  # "ends inside the loop": more than half of its last LOOP_TAIL units repeat an earlier 4-gram
 MEANINGFUL_SHARE = 0.1  # Level III needs nll <= reference + this share of (shuffled - reference); else II
 ECHO_MIN = 0.5  # at least this share of its words copied from the prompt, and no content word of its own -> II
+BAND_ORDER_SHARE = 2 / 3  # text less likely than a plain answer keeps this share of the reference's order gain, or -> I
 
 # (prompt, a fluent answer that fits it): the Level III reference; shuffled, the Level I reference;
 # after another pair's prompt, the Level II reference.
@@ -123,6 +125,12 @@ class Calibration:
         return (self.fluent_order + self.shuffled_order) / 2
 
     @property
+    def min_band_order(self) -> float:
+        """The order gain that text beyond ``max_meaningful_nll`` needs to read as sentences (Level II) rather
+        than tokens (I): BAND_ORDER_SHARE of the way from shuffled to reference text."""
+        return self.shuffled_order + BAND_ORDER_SHARE * (self.fluent_order - self.shuffled_order)
+
+    @property
     def min_relevance(self) -> float:
         return (self.own_relevance + self.other_relevance) / 2
 
@@ -160,6 +168,7 @@ class Calibration:
     def as_dict(self) -> dict:
         d = {k: round(v, 4) for k, v in asdict(self).items()}
         d.update(max_nll=round(self.max_nll, 4), max_meaningful_nll=round(self.max_meaningful_nll, 4), min_order=round(self.min_order, 4),
+                 min_band_order=round(self.min_band_order, 4),
                  min_relevance=round(self.min_relevance, 4), reliable=self.reliable, problems=self.problems())
         return d
 
@@ -167,36 +176,54 @@ class Calibration:
 # ------------------------------------------------------------------------------------------ model evidence
 
 
-def measure(scorer, items: list, seed: int = 0) -> list:
+PASSES = ("prompt", "shuffled", "null")  # the scoring passes of ``measure``: after the prompt, shuffled, after the null context
+
+
+def measure(scorer, items: list, seed: int = 0, *, correct: Optional[list] = None, skip_decided: bool = False,
+            passes: tuple = PASSES) -> list:
     """Evidence for each ``(prompt text, response units, response text)`` under ``scorer`` (the undamaged
-    model): three scoring passes (after the prompt, shuffled after the prompt, after the null context)."""
+    model): three scoring passes (after the prompt, shuffled after the prompt, after the null context).
+    ``correct``: the grader's verdict per item (or None), stored as ``Evidence.correct``; ``skip_decided``:
+    a response whose level ``text_decision`` already gives is not scored (its nll fields stay None);
+    ``passes``: "prompt" and any of "shuffled" (for ``order_gain``), "null" (for ``relevance``)."""
+    if "prompt" not in passes or not set(passes) <= set(PASSES):
+        raise ValueError(f"measure: passes {passes!r} must include 'prompt' and be among {PASSES}")
+    passes = tuple(p for p in PASSES if p in passes)
     null = scorer.context(None)
     pairs, plan = [], []
-    for prompt, units, text in items:
+    verdicts = list(correct) if correct is not None else [None] * len(items)
+    if len(verdicts) != len(items):
+        raise ValueError(f"measure: {len(verdicts)} verdicts for {len(items)} items")
+    for (prompt, units, text), verdict in zip(items, verdicts):
         units = list(units)
         mask = novel_mask(units)
         novel = [u for u, keep in zip(units, mask) if keep]
         copied, own = echo(prompt or "", text)
         ev = Evidence(tokens=len(units), novel=len(novel), distinct=len(set(units)),
                       repetition=(1 - len(novel) / len(units)) if units else 0.0, nonword_rate=nonword_rate(text),
-                      ends_in_loop=sum(not m for m in mask[-LOOP_TAIL:]) > LOOP_TAIL / 2, echo=copied, own_words=own)
-        plan.append((ev, mask))
-        if units:
+                      ends_in_loop=sum(not m for m in mask[-LOOP_TAIL:]) > LOOP_TAIL / 2, echo=copied, own_words=own,
+                      correct=verdict)
+        scored = bool(units) and not (skip_decided and text_decision(ev) is not None)
+        plan.append((ev, mask, scored))
+        if scored:
             own = scorer.context(prompt)
-            pairs += [(own, units), (own, shuffled(novel, seed)), (null, units)]
+            wanted = {"prompt": (own, units), "shuffled": (own, shuffled(novel, seed)), "null": (null, units)}
+            pairs += [wanted[p] for p in passes]
     scores = scorer.nll(pairs) if pairs else []
     k = 0
-    for ev, mask in plan:
-        if not ev.tokens:
+    for ev, mask, scored in plan:
+        if not scored:
             continue
-        own, shuf, null_s = scores[k], scores[k + 1], scores[k + 2]
-        k += 3
-        ev.nll = _mean([s for s, keep in zip(own, mask) if keep])
-        ev.nll_shuffled = _mean(shuf)
-        ev.nll_null = _mean([s for s, keep in zip(null_s, mask) if keep])
-        ev.order_gain = ev.nll_shuffled - ev.nll
-        ev.relevance = ev.nll_null - ev.nll
-    return [ev for ev, _ in plan]
+        got = dict(zip(passes, scores[k:k + len(passes)]))
+        k += len(passes)
+        ev.nll = _mean([s for s, keep in zip(got["prompt"], mask) if keep])
+        if "shuffled" in got:
+            ev.nll_shuffled = _mean(got["shuffled"])
+            ev.order_gain = ev.nll_shuffled - ev.nll
+        if "null" in got:
+            ev.nll_null = _mean([s for s, keep in zip(got["null"], mask) if keep])
+            ev.relevance = ev.nll_null - ev.nll
+    return [ev for ev, _, _ in plan]
 
 
 def _mean(values: list) -> float:
@@ -209,8 +236,10 @@ def calibrate(scorer, pairs=CALIBRATION, seed: int = 0) -> Calibration:
         raise ValueError("calibration needs at least two (prompt, answer) pairs")
     encoded = [(p, scorer.encode(a), a) for p, a in pairs]
     fluent = measure(scorer, encoded, seed)
-    mixed = measure(scorer, [(p, shuffled(u, seed + 1), "") for p, u, _ in encoded], seed)
-    other = measure(scorer, [(encoded[(i + 1) % len(encoded)][0], u, a) for i, (_, u, a) in enumerate(encoded)], seed)
+    # only the passes each reference needs (the null pass of ``other`` is ``fluent``'s, from the scorer's cache)
+    mixed = measure(scorer, [(p, shuffled(u, seed + 1), "") for p, u, _ in encoded], seed, passes=("prompt", "shuffled"))
+    other = measure(scorer, [(encoded[(i + 1) % len(encoded)][0], u, a) for i, (_, u, a) in enumerate(encoded)], seed,
+                    passes=("prompt", "null"))
     med = statistics.median
     cal = Calibration(
         fluent_nll=med(e.nll for e in fluent), shuffled_nll=med(e.nll for e in mixed),
@@ -220,9 +249,9 @@ def calibrate(scorer, pairs=CALIBRATION, seed: int = 0) -> Calibration:
     return cal
 
 
-def classify(ev: Evidence, cal: Calibration) -> tuple:
-    """(level, [reasons]) for one response's evidence; the reasons quote the numbers that decided.
-    A model-based Level I rule whose calibration does not separate reference text from noise is skipped."""
+def text_decision(ev: Evidence) -> Optional[tuple]:
+    """(level, [reasons]) when the text evidence and the grader's verdict alone decide (the first rules of
+    ``classify``), else None: such a response needs no model scoring (``measure(skip_decided=True)``)."""
     if ev.tokens == 0:
         return "I", ["empty response"]
     if ev.tokens >= 8 and ev.distinct <= 2:
@@ -234,6 +263,15 @@ def classify(ev: Evidence, cal: Calibration) -> tuple:
     if ev.tokens >= MIN_LOOP_TOKENS and ev.repetition > MAX_REPETITION and ev.ends_in_loop:
         return "I", [f"degenerate repetition: {ev.repetition:.0%} of its {ev.tokens} tokens repeat an earlier "
                      f"{REPEAT_N}-gram (> {MAX_REPETITION:.0%}) and it ends inside the loop"]
+    return None
+
+
+def classify(ev: Evidence, cal: Calibration) -> tuple:
+    """(level, [reasons]) for one response's evidence; the reasons quote the numbers that decided.
+    A model-based Level I rule whose calibration does not separate reference text from noise is skipped."""
+    decided = text_decision(ev)
+    if decided is not None:
+        return decided
     if cal.nll_separates and ev.nll > cal.max_nll:
         return "I", [f"nll {ev.nll:.2f} > {cal.max_nll:.2f} (midway between reference text {cal.fluent_nll:.2f} "
                      f"and shuffled tokens {cal.shuffled_nll:.2f})"]
@@ -244,6 +282,9 @@ def classify(ev: Evidence, cal: Calibration) -> tuple:
         return "II", [f"echoes the prompt: {ev.echo:.0%} of its words are copied from it (>= {ECHO_MIN:.0%}) and "
                       "it adds no content word of its own"]
     if cal.nll_separates and ev.nll > cal.max_meaningful_nll:
+        if cal.order_separates and ev.novel >= MIN_NOVEL_FOR_ORDER and ev.order_gain < cal.min_band_order:
+            return "I", [f"nll {ev.nll:.2f} > {cal.max_meaningful_nll:.2f} (less likely than a plain answer) and order gain "
+                         f"{ev.order_gain:.2f} < {cal.min_band_order:.2f}: neither likely text nor clearly ordered sentences"]
         return "II", [f"nll {ev.nll:.2f} > {cal.max_meaningful_nll:.2f} (near the reference answers' {cal.fluent_nll:.2f}): reads "
                       "like text, but the undamaged model finds it less likely than a plain answer"]
     fits = ev.relevance >= cal.min_relevance
@@ -269,14 +310,11 @@ def grade_responses(scorer, items: list, cal: Optional[Calibration] = None, seed
 
     Units are ``scorer.encode(response)``, never generated token ids, so the same text after the same prompt
     gets the same evidence and level wherever it appears. ``cal``: the calibration (default: calibrate now)."""
-    cal = cal or calibrate(scorer, seed=seed)
-    evidence = measure(scorer, [(p, scorer.encode(text), text) for p, text, _, _ in items], seed)
-    out = []
-    for (_, text, answer, kind), ev in zip(items, evidence):
-        if answer is not None:
-            from sfn_merge_plugin.grading import grade
+    from sfn_merge_plugin.grading import grade
 
-            ev.correct = bool(grade(text, answer, kind or "math"))
-        level, reasons = classify(ev, cal)
-        out.append((level, reasons, ev))
-    return out
+    cal = cal or calibrate(scorer, seed=seed)
+    verdicts = [None if answer is None else bool(grade(text, answer, kind or "math")) for _, text, answer, kind in items]
+    # as the sweep does: a response the text rules decide is not scored (its nll fields stay None)
+    evidence = measure(scorer, [(p, scorer.encode(text), text) for p, text, _, _ in items], seed, correct=verdicts,
+                       skip_decided=True)
+    return [(*classify(ev, cal), ev) for ev in evidence]

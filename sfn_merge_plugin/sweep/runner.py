@@ -3,7 +3,8 @@
 Order of work: validate everything from the checkpoint's headers (selectors, layer ranges, prompts,
 output folder), load the model once, run the undamaged model and each cell (destroy in memory ->
 generate -> logit fingerprint of the probes -> restore), check the restored model reproduces the
-undamaged fingerprint, then score all responses with the undamaged model and classify them.
+undamaged fingerprint, then classify every response: one the text rules decide (empty, a loop, non-words,
+graded correct: ``levels.text_decision``) as it stands, every other after scoring it with the undamaged model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Optional
 from sfn_merge_plugin.sweep.apply import METHODS, Destruction
 
 INTACT = "intact"
+TEXT_DECIDED = "decided by the text alone: not scored by the model (nll fields are null)"
 
 
 @dataclass
@@ -276,19 +278,22 @@ def _sweep(model, tokenizer, rows, methods, layers, per_layer, prompt_list, deco
         raise RuntimeError("the model was not restored exactly after the sweep (probe logits differ); please report this")
     notes.append("restoration checked: after all cells the model reproduces the undamaged probe logits bit for bit")
 
-    scorer = HFScorer(model, tokenizer, chat, batch_size=max(1, decoding.batch_size // 2))
+    scorer = HFScorer(model, tokenizer, chat, progress=progress)
     cal = levels.calibrate(scorer, calibration or levels.CALIBRATION, seed)
     notes += [f"calibration: {p}" for p in cal.problems()]
-    everything = [(cell, r) for cell in cells for r in cell.responses]
-    # units from the text, never the generated ids: the same text gets the same evidence in every cell
-    evidence = levels.measure(scorer, [(r.prompt, scorer.encode(r.response), r.response) for _, r in everything], seed)
+    everything = [r for cell in cells for r in cell.responses]
     grade = _grader(notes)
     gold = {p.id: p for p in prompt_list}
-    for (cell, r), ev in zip(tqdm(everything, desc="grading", unit="response", disable=not progress), evidence):
-        p = gold[r.prompt_id]
-        if p.answer is not None and grade is not None:
-            ev.correct = bool(grade(r.response, p.answer, p.grader))
+    verdicts = [None if gold[r.prompt_id].answer is None or grade is None
+                else bool(grade(r.response, gold[r.prompt_id].answer, gold[r.prompt_id].grader)) for r in everything]
+    # units from the text, never the generated ids: the same text gets the same evidence in every cell; a
+    # response the text rules already decide (empty, a loop, non-words, graded correct) is not scored
+    items = [(r.prompt, scorer.encode(r.response), r.response) for r in everything]
+    evidence = levels.measure(scorer, items, seed, correct=verdicts, skip_decided=True)
+    for r, ev in zip(everything, evidence):
         r.level, r.reasons = levels.classify(ev, cal)
+        if ev.tokens and ev.nll is None:
+            r.reasons = r.reasons + [TEXT_DECIDED]
         r.evidence = ev.as_dict()
 
     classes = []

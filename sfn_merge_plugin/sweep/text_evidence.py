@@ -84,22 +84,24 @@ def words(text: str) -> list:
 
 
 def echo(prompt: str, response: str, n: int = ECHO_N) -> tuple:
-    """(share of the response's content words inside an n-gram of words that also occurs in the prompt,
-    number of distinct content words of the response that the prompt does not have). Content words are the
-    words and numbers outside ``FUNCTION_WORDS``; operators count as copied but are never a word of one's own.
-    "The sky is blue." after "Explain why the sky is blue." is (1.0, 0): an echo; "The capital of France is
-    Paris." is (0.67, 1): an answer; "The final answer is 25." after "What is 17 + 25? Put the final answer
-    in \\boxed{}." is (0.0, 0): its one content word, 25, is not part of a copied phrase."""
+    """(share of the response's content words copied from the prompt, number of distinct content words of
+    the response that the prompt does not have). Content words are the words and numbers outside
+    ``FUNCTION_WORDS``; a word the prompt has is copied, a number only inside an n-gram of words that also
+    occurs in the prompt (an answer is often a number of the question); operators count as copied but are
+    never a word of one's own. "The sky is blue." after "Explain why the sky is blue." is (1.0, 0): an echo;
+    "The coffee shop." after "Suggest a name for a new coffee shop." is (1.0, 0): an echo too; "The capital
+    of France is Paris." is (0.67, 1): an answer; "The final answer is 25." after "What is 17 + 25? Put the
+    final answer in \\boxed{}." is (0.0, 0): its one content word, 25, is not part of a copied phrase."""
     p, r = words(prompt), words(response)
     content = [i for i, w in enumerate(r) if w not in FUNCTION_WORDS]
     if not content:
         return 0.0, 0
     grams = {tuple(p[i:i + n]) for i in range(len(p) - n + 1)}
-    copied = [False] * len(r)
+    vocab = set(p)
+    copied = [not w[0].isdigit() and w in vocab for w in r]
     for i in range(len(r) - n + 1):
         if tuple(r[i:i + n]) in grams:
             for j in range(i, i + n):
                 copied[j] = True
-    vocab = set(p)
     own = {w for w in r if w not in vocab and w not in FUNCTION_WORDS and w[0].isalnum()}
     return sum(copied[i] for i in content) / len(content), len(own)
