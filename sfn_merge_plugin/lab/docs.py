@@ -78,7 +78,7 @@ def _provenance(r: dict) -> str:
     return (f"`{s['command']}` on {env.get('cpu', s['machine'])} ({s['machine']}, torch kernels "
             f"{env.get('cpu_capability', '?')}), {s['torch_threads']} torch threads, SfN {s['sfn_version']}, "
             f"torch {s['torch_version']}, transformers {env.get('transformers', '?')}; "
-            f"file: `docs/results/{RESULTS_FILE.name}`")
+            f"file: `docs/results/{r.get('committed_file', RESULTS_FILE.name)}`")
 
 
 def block_results(r: dict) -> str:
@@ -194,7 +194,8 @@ def _loader(results_file: Path):
 
     def get(source: str) -> dict:
         if source not in cache:
-            cache[source] = load(results_file if source == "lab" else _source_file(source))
+            path = Path(results_file if source == "lab" else _source_file(source))
+            cache[source] = dict(load(path), committed_file=path.name)  # named in each block's provenance
         return cache[source]
 
     return get
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
         if bad:
             print("out of date (run `python -m sfn_merge_plugin.lab.docs write`): " + ", ".join(bad))
             return 1
-        print("docs match docs/results/" + RESULTS_FILE.name)
+        print("docs match " + ", ".join(f"docs/results/{p.name}" for p in SOURCES.values() if p.is_file()))
         return 0
     print(__doc__)
     return 2
