@@ -47,33 +47,33 @@ class RecordedScorer:
         raise SystemExit(f"levels_agreement: the cached scores lack {what}; the rules now score text the model "
                          f"run did not: rerun without --from-cache to refresh {CACHE.name}")
 
+    def _lookup(self, store: dict, key: str, what: str, compute):
+        """``store[key]``, asking the live scorer (``compute()``) and recording its answer when it is missing."""
+        if key not in store:
+            if self.live is None:
+                self._miss(what)
+            store[key] = list(compute())
+        return store[key]
+
     def context(self, prompt):
         key = prompt or ""
-        if key not in self.contexts:
-            if self.live is None:
-                self._miss(f"the context of prompt {key[:40]!r}")
-            self.contexts[key] = list(self.live.context(prompt))
-        return tuple(self.contexts[key])
+        return tuple(self._lookup(self.contexts, key, f"the context of prompt {key[:40]!r}",
+                                  lambda: self.live.context(prompt)))
 
     def encode(self, text):
-        if text not in self.encodings:
-            if self.live is None:
-                self._miss(f"the encoding of {text[:40]!r}")
-            self.encodings[text] = list(self.live.encode(text))
-        return list(self.encodings[text])
+        return list(self._lookup(self.encodings, text, f"the encoding of {text[:40]!r}", lambda: self.live.encode(text)))
 
     def nll(self, pairs):
         out = []
         for ctx, units in pairs:
             key = ",".join(map(str, ctx)) + "|" + ",".join(map(str, units))
-            if key not in self.scores:
-                if self.live is None:
-                    self._miss(f"the score of a {len(units)}-unit text")
-                self.scores[key] = list(self.live.nll([(ctx, units)])[0])
+            fresh = key not in self.scores
+            out.append(list(self._lookup(self.scores, key, f"the score of a {len(units)}-unit text",
+                                         lambda: self.live.nll([(ctx, units)])[0])))
+            if fresh:
                 self.fresh += 1
                 if self.save and self.fresh % self.every == 0:
                     self.save(self.record())
-            out.append(list(self.scores[key]))
         return out
 
     def record(self):
