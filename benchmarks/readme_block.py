@@ -11,8 +11,8 @@ measured against, the target, and the results file with the command that produce
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -20,6 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
 BEGIN, END = "<!-- sfn:bench-begin performance -->", "<!-- sfn:bench-end performance -->"
+
+
+def _script(name: str):
+    """A sibling benchmark script as a module: its own ratio functions, so this table and its --render agree."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _load(name: str):
@@ -48,31 +56,19 @@ def delta_rows(d) -> list:
     ], d["command"]
 
 
-def _median_ratio(rounds, num: str, den: str, minus: str | None = None):
-    vals = []
-    for r in rounds:
-        if num in r and den in r and r[num]["wall_s"] is not None:
-            top = r[num]["wall_s"] - (r[minus]["wall_s"] if minus else 0.0)
-            vals.append(top / r[den]["wall_s"])
-    return statistics.median(vals) if vals else None
-
-
 def merge_rows(d) -> list:
+    mb = _script("merge_bench")
     r = max(d["results"], key=lambda x: x["layers"])
-    cp, imp, naive = "cp -r (physical limit)", "python -c 'import mergekit.merge' (start-up, not ours)", \
-        "naive (transformers load x2 + save)"
-    now, before = "mergekit-yaml sfn_swap", "mergekit-yaml sfn_swap, before"
-    step, step_before = "sfn_swap merge step only (run_merge, no start-up)", "sfn_swap merge step only, before"
-    rows, rounds = r["rows"], r["rounds"]
+    rows = r["rows"]
     label = f"{r['parameters'] / 1e9:.2f}B bf16, {r['layers']} layers"
+    rss = lambda name: rows[name]["peak_rss_mib"] / rows[mb.NAIVE_ROW]["peak_rss_mib"]  # noqa: E731
     return [
         (f"`mergekit-yaml` + `sfn_swap` (every o_proj, {label}): SfN's part (wall minus `import mergekit.merge`), x `cp -r`",
-         _x(_median_ratio(rounds, before, cp, imp)), _x(_median_ratio(rounds, now, cp, imp)), "<= 3x"),
+         _x(mb.sfn_part(r, mb.BEFORE_ROW)), _x(mb.sfn_part(r, mb.SFN_ROW)), "<= 3x"),
         ("the merge step alone (`run_merge`, no start-up), x `cp -r`",
-         _x(_median_ratio(rounds, step_before, cp)), _x(_median_ratio(rounds, step, cp)), "<= 3x"),
+         _x(mb.sfn_part(r, mb.STEP_BEFORE_ROW)), _x(mb.sfn_part(r, mb.STEP_ROW)), "<= 3x"),
         ("`mergekit-yaml` peak RSS, x the paper's approach (transformers load x2 + save)",
-         _x(rows[before]["peak_rss_mib"] / rows[naive]["peak_rss_mib"]),
-         _x(rows[now]["peak_rss_mib"] / rows[naive]["peak_rss_mib"]), "<= 0.7x"),
+         _x(rss(mb.BEFORE_ROW)), _x(rss(mb.SFN_ROW)), "<= 0.7x"),
     ], d["command"]
 
 
@@ -83,21 +79,14 @@ def pack_rows(d) -> list:
 
 
 def forcing_rows(d) -> list:
-    res, br = d["results"], d["breakdown"]
-    plain = br["plain generate"]
-    per_fwd = plain["decode_forward_s"] / max(1, plain["decode_forwards"])
-
-    def at_plain_speed(name):  # the decode forwards charged at plain's time per forward: load noise removed
-        b = br[name]
-        cost = b["prefill_forward_s"] + b["decode_forwards"] * per_fwd + b["outside_forward_s"]
-        return cost / (plain["prefill_forward_s"] + plain["decode_forwards"] * per_fwd + plain["outside_forward_s"]) - 1
-
+    fb = _script("forcing_bench")
+    res = d["results"]
     old, new = "sfn-hf (forcing), KV cache not reused", "sfn-hf (forcing)"
     what = (f"budget forcing overhead over plain `generate` of the same tokens ({d['model']}, {d['n_prompts']} prompts, "
             f"micro-batch {d['batch_size']})")
     return [(what + ": wall", _pct(res[old]["overhead"]), _pct(res[new]["overhead"]), "<= +10%"),
-            (what + ": decode forwards at plain's speed", _pct(at_plain_speed(old)), _pct(at_plain_speed(new)),
-             "<= +10%")], d["command"]
+            (what + ": decode forwards at plain's speed", _pct(fb.at_plain_decode_speed(d, old)),
+             _pct(fb.at_plain_decode_speed(d, new)), "<= +10%")], d["command"]
 
 
 def sweep_rows(d) -> list:
