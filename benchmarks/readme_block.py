@@ -4,7 +4,7 @@
     python benchmarks/readme_block.py --write    # fill README.md between the sfn:bench markers
     python benchmarks/readme_block.py --check    # exit 1 when README.md differs (the test suite runs it)
 
-One row per target of issue 15 (and the sweep's speed of issue 11): before, after, the reference it is
+One row per target of issue 15 (and the sweep's speed and the lab's budget of issue 11): before, after, the reference it is
 measured against, the target, and the results file with the command that produced it.
 """
 
@@ -96,8 +96,18 @@ def sweep_rows(d) -> list:
     return [(what, f"{d['before']['cells_per_minute']:.2f}", f"{d['after']['cells_per_minute']:.2f}", "faster")], d["command"]
 
 
+def lab_rows(d) -> list:
+    first, repeat = d["first_run"], d["repeat_run"]
+    train = sum(t["seconds"] for t in first["training"].values())
+    what = f"default `sfn lab`, first run on an empty pair cache ({d['threads']} threads): minutes (training the pairs)"
+    rows = [(what, "-", f"{first['wall_s'] / 60:.1f} ({train / 60:.1f})", f"<= {d['budget_s'] / 60:.0f}")]
+    if repeat:
+        rows.append(("default `sfn lab`, repeat run (pairs cached): minutes", "-", f"{repeat['wall_s'] / 60:.1f}", "-"))
+    return rows, d["command"]
+
+
 SOURCES = (("delta_bench.json", delta_rows), ("merge_bench.json", merge_rows), ("pack_bench_cpu.json", pack_rows),
-           ("forcing_bench.json", forcing_rows), ("sweep_bench.json", sweep_rows))
+           ("forcing_bench.json", forcing_rows), ("sweep_bench.json", sweep_rows), ("lab_budget.json", lab_rows))
 
 
 def block() -> str:

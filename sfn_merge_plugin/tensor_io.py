@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sfn_merge_plugin.pread import read_into
+
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -177,13 +179,9 @@ class SafetensorsReader:
             if self._file.closed:  # a StoredTensor read after its reader was closed
                 self._file = open(self.path, "rb")
                 self._fd = self._file.fileno()
-            view = memoryview(out.view(torch.uint8).numpy())
-            got, pos = 0, self._data_start + begin
-            while got < n:
-                k = os.preadv(self._fd, [view[got:]], pos + got)
-                if k <= 0:
-                    raise OSError(f"{self.path}: truncated tensor {name} ({got} of {n} bytes)")
-                got += k
+            got = read_into(self._fd, memoryview(out.view(torch.uint8).numpy()), self._data_start + begin)
+            if got < n:
+                raise OSError(f"{self.path}: truncated tensor {name} ({got} of {n} bytes)")
         return out.reshape(shape)
 
     def close(self):

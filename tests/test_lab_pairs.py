@@ -83,8 +83,26 @@ def test_stages_are_deterministic_and_cached(tmp_path, tiny_tokenizer, monkeypat
     assert again.cached and again.path == first.path and again.losses == first.losses
 
 
-def test_build_pairs_shares_pretraining_and_flags_failed_loss_checks(tmp_path):
-    built = pairs.build_pairs(tmp_path, seed=0, recipes=MICRO, progress=False)
+def test_build_pairs_shares_pretraining_and_flags_failed_loss_checks(tmp_path, tiny_tokenizer):
+    from sfn_merge_plugin.lab import branches
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two branches: each trains in its own process on one thread
+    try:
+        built = pairs.build_pairs(tmp_path, seed=0, recipes=MICRO, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(branches.branches(MICRO, "pretrain")) == [["circuit_sft"], ["skill_pretrain", "skill_sft"]]
+    # the same chains trained one after the other in this process give the same bits
+    for chain in branches.branches(MICRO, "pretrain"):
+        alone = branches._train_chain(chain, MICRO, 0, str(tmp_path / "alone"), set(), built["new_circuit"].base.path,
+                                      False, None, 1)
+        for stage in chain:
+            trained = next(p for pair in built.values() for p in (pair.base, pair.reasoning) if p.name == stage)
+            a = load_file(os.path.join(alone[stage].path, "model.safetensors"))
+            b = load_file(os.path.join(trained.path, "model.safetensors"))
+            assert not trained.cached and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+            assert alone[stage].losses == trained.losses
     circuit, skill = built["new_circuit"], built["skill"]
     assert circuit.base.name == "pretrain" and circuit.reasoning.name == "circuit_sft"
     assert skill.base_lineage == ["pretrain", "skill_pretrain"]
@@ -131,3 +149,34 @@ def test_early_stop_and_extensions(tmp_path, tiny_tokenizer):
     hard = pairs.run_stage("pretrain", recipes, 0, tmp_path, tiny_tokenizer, set(), {}, progress=False)
     assert hard.rounds == [3, 2, 2] and len(hard.losses["chat"]) == 7 and not hard.ok
     assert hard.steps_per_s > 0 and hard.key != easy.key
+
+
+def test_a_pairs_task_reaches_its_training_data_and_every_stage(tmp_path, tiny_tokenizer):
+    """The SmolLM2 pair names its task (addition) in its SFT recipe (so in its cache key); the stages grade,
+    sweep and Freeze-train it on that task's problems, while the offline pairs keep the chain."""
+    from sfn_merge_plugin.lab import freeze_run, real_pair
+    from sfn_merge_plugin.lab.config import SIZES
+    from sfn_merge_plugin.lab.stages import Context, PairRef, destruction_prompts
+
+    sft = real_pair.RECIPES[real_pair.SFT_STAGE]
+    assert sft["task"] == "addition"
+    assert pairs.stage_key(real_pair.RECIPES, real_pair.SFT_STAGE, 0) != pairs.stage_key(
+        dict(real_pair.RECIPES, **{real_pair.SFT_STAGE: dict(sft, task="chain")}), real_pair.SFT_STAGE, 0)
+    held = real_pair.task_of().heldout(30)
+    kinds, batches = pairs.training_batches(tiny_tokenizer, dict(sft, steps=4, batch=8), 0, {p.question for p in held})
+    texts = [tiny_tokenizer.decode(ids[labels != -100]) for b in batches for ids, labels in zip(b[0], b[1])]
+    worked = [t for t in texts if t.startswith("<think>\n")]
+    assert worked and all(" -> " in t and t.endswith("<|im_end|>") for t in worked)
+    size = real_pair.size_for(SIZES["full"])
+    ctx = Context(tmp_path, tmp_path, size, tasks.heldout_problems(size.heldout), [], "cpu", False, False, 1, None)
+    chain = PairRef("skill", 0, "b", "r", "", built=True)
+    smol = PairRef(real_pair.NAME, 0, "b", "r", "", built=False, probes=False, task=real_pair.TASK)
+    assert ctx.problems_for(chain) == ctx.problems  # the offline pairs: the very same list as before
+    assert ctx.problems_for(smol) == real_pair.task_of().heldout(size.heldout)
+    prompts = destruction_prompts(ctx, smol)[-size.sweep_problems:]  # after the sweep's built-in prompts
+    assert [(p.id, p.text) for p in prompts] == [(f"addition{i}", q.question)
+                                                 for i, q in enumerate(ctx.problems_for(smol)[: size.sweep_problems])]
+    data = freeze_run.write_sft_data(tiny_tokenizer, tmp_path / "d.jsonl", {"chat_think": 1.0}, 6, 0,
+                                     {p.question for p in ctx.problems_for(smol)}, task=smol.task)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    assert len(rows) == 6 and all("+" in r["prompt"] and " -> " in r["completion"] for r in rows)

@@ -95,3 +95,26 @@ def test_plain_separator_errors_when_the_tokenizer_cannot_match(tiny_tokenizer):
 
     with pytest.raises(ValueError, match="plain separator"):
         tasks.plain_separator(Weird())
+
+
+def test_addition_trace_worked_by_hand_and_graded():
+    """The SmolLM2 pair's task: column sums units first, a +1 for each carry, the answer's digits so far;
+    the last column writes its carry. Its completions round-trip through the project's grader."""
+    from sfn_merge_plugin.lab.addition import ADDITION, Sum
+
+    p = Sum(482, 359)
+    assert (p.question, p.answer) == ("what is 482+359?", 841)
+    assert ADDITION.think(p) == "<think>\n2+9=11 -> 1\n8+5+1=14 -> 41\n4+3+1=8 -> 841\n</think>\n\\boxed{841}"
+    assert Sum(964, 494).steps == ("4+4=8 -> 8", "6+9=15 -> 58", "9+4+1=14 -> 1458")
+    assert Sum(999, 101).steps == ("9+1=10 -> 0", "9+0+1=10 -> 00", "9+1+1=11 -> 1100")
+    assert ADDITION.direct(p) == "\\boxed{841}"
+    held = ADDITION.heldout(100)
+    assert ADDITION.heldout(100) == held and len({q.question for q in held}) == 100
+    train = ADDITION.training(300, random.Random(0), {q.question for q in held})
+    assert not {q.question for q in held} & {q.question for q in train}
+    for q in held[:20]:
+        assert int(q.steps[-1].split(" -> ")[1]) == q.answer == q.a + q.b  # the trace's last line is the answer
+        assert tasks.grade_task(ADDITION.think(q), q.answer) and not tasks.grade_task(ADDITION.think(q), q.answer + 1)
+    assert tasks.task_named("addition") is ADDITION and tasks.task_named("chain") is tasks.CHAIN
+    with pytest.raises(ValueError, match="unknown lab task 'mod7'"):
+        tasks.task_named("mod7")

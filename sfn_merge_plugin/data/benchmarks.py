@@ -8,15 +8,18 @@ in memory: nothing here prints or returns them in a message (GPQA's terms forbid
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sfn_merge_plugin.data.rows import Wording, json_objects
 from sfn_merge_plugin.errors import DataError
 
 DEFAULT_AGAINST = ("sfn_aime24", "sfn_math500", "sfn_gpqa_diamond")  # what SfN's lm-eval tasks evaluate
 TEXT_COLUMNS = ("problem", "question", "Problem", "Question", "prompt")  # for --against FILE.jsonl, first found
 ID_COLUMNS = ("id", "unique_id", "ID", "Record ID")  # for --against FILE.jsonl; none: the line number
+_AGAINST_WORDING = Wording(unreadable="--against {path}: cannot read it after line {line} ({reason})",
+                           not_utf8="--against {path}: line {line} is not UTF-8 text; save the file as UTF-8",
+                           bad_json="{where} is not valid JSON ({msg})")  # errors in an --against FILE.jsonl
 
 
 @dataclass(frozen=True)
@@ -71,17 +74,7 @@ def _jsonl_benchmark(path: Path) -> Benchmark:
     if not path.is_file():
         raise DataError(f"--against {path}: no such file (and not one of SfN's benchmark names)")
     items, text_column, id_column = [], None, None
-    from sfn_merge_plugin.data.rows import text_lines
-
-    for number, line, _ in text_lines(path, label="--against "):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+    for number, row in json_objects(path, _AGAINST_WORDING):
         if text_column is None:
             text_column = next((c for c in TEXT_COLUMNS if c in row), None)
             id_column = next((c for c in ID_COLUMNS if c in row), None)

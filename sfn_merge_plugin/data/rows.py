@@ -95,7 +95,33 @@ def _total(table: Table) -> int:
     return table.path.stat().st_size
 
 
-def text_lines(path, label: str = ""):
+@dataclass(frozen=True)
+class Wording:
+    """The error lines of the line readers below, as ``str.format`` templates, so each command keeps its words.
+
+    A template may use path, line (its number), where (``where`` filled in), reason (why a read failed), msg
+    (why a line is not JSON) and got (the type a line holds instead of an object); literal braces are doubled."""
+
+    where: str = "{path}: line {line}"  # a line's place as a user finds it: "data.jsonl: line 7"
+    unreadable: str = "{path}: cannot read it after line {line} ({reason})"  # opening or reading the file failed
+    not_utf8: str = "{path}: line {line} is not UTF-8 text; save the file as UTF-8"  # a line that does not decode
+    bad_json: str = "{where} is not valid JSON ({msg}); a .jsonl file holds one JSON object per line"  # json.loads failed
+    not_object: str = "{where}: expected a JSON object, got {got}"  # json_objects: a line holding a list, number...
+    error: type = DataError  # the SfnError subclass raised
+
+    def at(self, path, line: int) -> str:
+        """``where`` filled in for line ``line`` of ``path``."""
+        return self.where.format(path=path, line=line)
+
+    def fail(self, template: str, path, line: int, **fields) -> Exception:
+        """The error to raise: ``template`` filled in for line ``line`` of ``path``."""
+        return self.error(template.format(path=path, line=line, where=self.at(path, line), **fields))
+
+
+WORDING = Wording()  # the readers' default words (``sfn data``'s)
+
+
+def text_lines(path, label: str = "", wording: Wording = WORDING):
     """(line number, decoded line, bytes read so far) of a text file, with a clear error for bad UTF-8.
 
     ``label`` prefixes the file in errors (e.g. "--against ")."""
@@ -107,21 +133,37 @@ def text_lines(path, label: str = ""):
                 try:
                     text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError:
-                    raise DataError(f"{label}{path}: line {number} is not UTF-8 text; save the file as UTF-8") from None
+                    raise wording.fail(wording.not_utf8, f"{label}{path}", number) from None
                 yield number, text, done
     except OSError as exc:
-        raise DataError(f"{label}{path}: cannot read it after line {number} ({exc.strerror or exc})") from None
+        raise wording.fail(wording.unreadable, f"{label}{path}", number, reason=exc.strerror or exc) from None
 
 
-def _jsonl(table: Table):
-    for number, line, done in text_lines(table.path):
+def json_lines(path, wording: Wording = WORDING):
+    """(line number, JSON value, line, bytes read so far) for each non-blank line of a JSONL file; the first
+    line that is not UTF-8 or not JSON raises ``wording.error``, naming the file, the line and the fix."""
+    for number, line, done in text_lines(path, wording=wording):
         if not line.strip():
             continue
         try:
-            yield number, _Line(json.loads(line), line if line.endswith("\n") else line + "\n"), done
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{table.path}: line {number} is not valid JSON ({exc.msg}); "
-                            "a .jsonl file holds one JSON object per line") from None
+            raise wording.fail(wording.bad_json, path, number, msg=exc.msg) from None
+        yield number, value, line, done
+
+
+def json_objects(path, wording: Wording = WORDING):
+    """(line number, dict) for each non-blank line of a JSONL file: ``json_lines``, each value checked to be
+    a JSON object. Blank lines are skipped; an empty file yields nothing (the caller says what it lacks)."""
+    for number, value, _, _ in json_lines(path, wording):
+        if not isinstance(value, dict):
+            raise wording.fail(wording.not_object, path, number, got=type(value).__name__)
+        yield number, value
+
+
+def _jsonl(table: Table):
+    for number, value, line, done in json_lines(table.path):
+        yield number, _Line(value, line if line.endswith("\n") else line + "\n"), done
 
 
 class _Line:

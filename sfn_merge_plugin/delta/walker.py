@@ -19,6 +19,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from sfn_merge_plugin.delta.pairing import PairPlan, Unit, as_2d, itemsize
+from sfn_merge_plugin.pread import read_into
 
 DEFAULT_CHUNK_BYTES = 8 << 20  # per model and chunk: small enough for flat memory, few enough file opens
 
@@ -94,12 +95,8 @@ class _Shard:
             shape[0] = stop - start
         nbytes = (stop - start) * row_bytes
         out = np.empty(nbytes // dtype.itemsize, dtype=dtype)
-        view, got, pos = memoryview(out.view(np.uint8)), 0, self.data_start + begin + start * row_bytes
-        while got < nbytes:
-            k = os.preadv(self.fd, [view[got:]], pos + got)
-            if k <= 0:
-                raise OSError(f"{self.path}: truncated tensor {name}")
-            got += k
+        if read_into(self.fd, memoryview(out.view(np.uint8)), self.data_start + begin + start * row_bytes) < nbytes:
+            raise OSError(f"{self.path}: truncated tensor {name}")
         return out.reshape(shape)
 
     def close(self):

@@ -15,11 +15,12 @@ from __future__ import annotations
 from sfn_merge_plugin.errors import DataError, SfnError  # noqa: F401
 
 import hashlib
-import json
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from sfn_merge_plugin.data.rows import Wording, json_objects
 
 
 
@@ -75,22 +76,15 @@ def locate(name: str, metadata: dict | None = None) -> tuple[str, object]:
 
 def read_jsonl(path: Path, source: Source) -> list[dict]:
     """Rows of a local JSONL file, checked for the hub columns the task needs (contents never echoed)."""
+    wording = Wording(where="{path}:{line}", bad_json="{where}: not valid JSON ({msg}); one JSON object per line is expected",
+                      not_utf8="{path}: " + source.name + " is not UTF-8 text; save the file as UTF-8")
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); one JSON object per line is expected") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            missing = [c for c in source.required if c not in row]
-            if missing:
-                raise DataError(f"{path}:{number}: missing column(s) {', '.join(missing)}; {source.name} rows need "
-                                f"{', '.join(source.required)} (the hub schema of {source.hub_path})")
-            rows.append(row)
+    for number, row in json_objects(path, wording):
+        missing = [c for c in source.required if c not in row]
+        if missing:
+            raise DataError(f"{path}:{number}: missing column(s) {', '.join(missing)}; {source.name} rows need "
+                            f"{', '.join(source.required)} (the hub schema of {source.hub_path})")
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows

@@ -2,7 +2,8 @@
 report.md and a self-contained report.html).
 
 Offline, on a CPU, with no argument but -o: the lab trains two small model pairs itself (the first
-time only: they are cached) on an 8-step chain mod 7:
+time only: they are cached) on an 8-step chain mod 7 (``--pair smollm2``: SmolLM2-135M-Instruct and a CPU SFT
+of it on worked 3-digit additions instead):
   new_circuit  the fine-tune builds the computation from scratch (every matrix rewritten): a negative control
   skill        the base already computes in plain text; a short SFT teaches it WHEN to reason (the paper's regime)
 then runs Delta (sfn delta), Merge (sfn_swap rows in memory: Table 1), Freeze (the shipped TRL recipes,
@@ -54,7 +55,9 @@ def add_arguments(p):
                    help="where trained pairs are kept (default $SFN_LAB_CACHE or ~/.cache/sfn/lab)")
     p.add_argument("--threads", type=number(1, 1024, int), default=None,
                    help="CPU threads for torch (default 2, 1 with --smoke, whatever OMP_NUM_THREADS says: the thread "
-                        "count is part of what makes a run reproducible, and it is recorded in results.json)")
+                        "count is part of what makes a run reproducible, and it is recorded in results.json). With 2 "
+                        "or more, the two pairs' fine-tunes train at the same time and so do two Freeze runs, each "
+                        "on its share of the threads")
     p.add_argument("--keep-models", action="store_true", help="also write Table 1's merged models with mergekit "
                    "(default: rows measured in memory, only the recipes written)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")

@@ -55,21 +55,30 @@ class LabSize:
     localize_chat_prompts: int = 4  # conversation-check prompts per map cell (0: none)
     pack_ranks: tuple = (1, 4, 16, 64)  # LoRA ranks of the o_proj pack's accuracy-vs-rank curve (packs.rank_curve)
     threads: int = DEFAULT_THREADS  # torch threads (--threads overrides): part of what makes a run reproducible
+    freeze_workers: int = 2  # Freeze runs trained at once, each on threads / workers (a tiny model gains nothing from a 2nd thread)
     estimate_s: dict = field(default_factory=dict)  # stage -> rough seconds on 2 CPU cores (the ETA); {}: none shown
 
     def for_user_models(self) -> "LabSize":
         """The user's checkpoints: real reasoning models think for hundreds of tokens."""
         if self.name == "smoke":
             return self
-        return replace(self, max_new_tokens=2048, eval_batch=64, sweep_tokens=512, freeze_max_length=512)
+        return replace(self, max_new_tokens=2048, eval_batch=64, sweep_tokens=512, freeze_max_length=512,
+                       freeze_workers=1)  # one billion-parameter model in memory at a time
+
+
+def _sft_budget(recipe: dict, share: float = 1.0) -> FreezeBudget:
+    """A Freeze budget that follows a pair's SFT recipe (``share`` of its steps, its batch and peak rate)."""
+    return FreezeBudget(int(recipe["steps"] * share), recipe["batch"], recipe["lr"])
 
 
 def _full() -> LabSize:
+    from sfn_merge_plugin.lab.pairs import FULL as _SFT  # the offline pairs' SFT recipes: Freeze budgets follow them
+
     return LabSize(
         name="full", heldout=200, probes=40, max_new_tokens=48, eval_batch=256, freeze_seeds=3,
         freeze_pairs=("skill",),
-        freeze={"skill": FreezeBudget(40, 32, 3e-4),  # half the skill SFT's 80 steps
-                "new_circuit": FreezeBudget(1000, 32, 3e-3),  # the circuit SFT's budget
+        freeze={"skill": _sft_budget(_SFT["skill_sft"], share=0.5),  # half the skill SFT's steps
+                "new_circuit": _sft_budget(_SFT["circuit_sft"]),  # the circuit SFT's budget
                 CUSTOM_PAIR: FreezeBudget(40, 32, 1e-5)},
         freeze_max_length=128, destroy_layers="1-2", sweep_problems=8, sweep_probes=8, sweep_tokens=40)
 

@@ -18,12 +18,15 @@ from pathlib import Path
 from sfn_merge_plugin.lab import tasks
 
 
-def write_sft_data(tokenizer, path: Path, mix: dict, rows: int, seed: int, exclude: set) -> Path:
-    """Prompt/completion JSONL of a pair's reasoning-SFT mix (chat templated by the model's own template)."""
+def write_sft_data(tokenizer, path: Path, mix: dict, rows: int, seed: int, exclude: set,
+                   task: str = tasks.CHAIN.name) -> Path:
+    """Prompt/completion JSONL of a pair's reasoning-SFT mix on its ``task`` (chat templated by the model's
+    own template)."""
     import random
 
     from sfn_merge_plugin.freeze.data import write_jsonl
 
+    source = tasks.task_named(task)
     rng = random.Random(f"sfn-lab-freeze-data-{seed}")
     kinds, weights = list(mix), [mix[k] for k in mix]
     eos = tokenizer.eos_token or ""
@@ -34,8 +37,8 @@ def write_sft_data(tokenizer, path: Path, mix: dict, rows: int, seed: int, exclu
             user, reply = tasks.chat_exchange(rng)
             out.append({"prompt": tasks.chat_prompt(tokenizer, user), "completion": reply + eos})
         elif kind == "chat_think":
-            p = tasks.training_problems(1, rng, exclude)[0]
-            out.append({"prompt": tasks.chat_prompt(tokenizer, p.question), "completion": tasks.think_completion(p) + eos})
+            p = source.training(1, rng, exclude)[0]
+            out.append({"prompt": tasks.chat_prompt(tokenizer, p.question), "completion": source.think(p) + eos})
         else:
             raise ValueError(f"freeze data: unsupported example kind {kind!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,6 +278,29 @@ class Worker:
         return False
 
 
+def run_all(workers: list, jobs: list, done=None) -> list:
+    """Every job on the first idle ``Worker`` (as many at once as there are workers); the results in the jobs'
+    order. ``done()`` is called after each job (a progress bar's update)."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    idle = queue.Queue()
+    for w in workers:
+        idle.put(w)
+
+    def one(job):
+        w = idle.get()
+        try:
+            return w.run(job)
+        finally:
+            idle.put(w)
+            if done:
+                done()
+
+    with ThreadPoolExecutor(len(workers)) as pool:  # each thread only waits on its worker's pipe
+        return list(pool.map(one, jobs))
+
+
 def _serve() -> None:
     """The worker's loop: one JSON job per stdin line, one JSON reply per stdout line."""
     import importlib
@@ -330,7 +356,8 @@ def run_freeze_spec(*, eval_spec: dict | None = None, data_file, out_dir, **kwar
     if eval_spec:
         from sfn_merge_plugin.lab import measure
 
-        problems = tasks.heldout_problems(eval_spec["heldout"])
+        task = tasks.task_named(eval_spec.get("task", tasks.CHAIN.name))
+        problems = task.heldout(eval_spec["heldout"])
 
         def evaluate_fn(model, tokenizer):
             return measure.evaluate(model, tokenizer, problems, max_new_tokens=eval_spec["max_new_tokens"],

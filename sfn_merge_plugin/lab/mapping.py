@@ -1,4 +1,4 @@
-"""The Merge stage's localization map per pair (``sfn localize`` on the pair's chain task): which module
+"""The Merge stage's localization map per pair (``sfn localize`` on the pair's task): which module
 kind in which layer window recovers (sufficiency) or destroys (necessity) the pair's gap, with 95% intervals."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def localize_pair(base: str, reasoning: str, folder: Path, size, device: str, progress: bool) -> dict:
+def localize_pair(base: str, reasoning: str, folder: Path, size, device: str, progress: bool,
+                  task: str = "chain") -> dict:
     """Run the map into ``folder`` (map.csv, map.json, sufficiency.png, necessity.png, summary.md) and return
     what the report shows: the gap, the summary sentences, the heatmaps and every cell's numbers."""
     from sfn_merge_plugin.localize import MapConfig, run_map
@@ -15,7 +16,7 @@ def localize_pair(base: str, reasoning: str, folder: Path, size, device: str, pr
     from sfn_merge_plugin.checkpoint import layout_of, open_checkpoint
 
     depth = layout_of(open_checkpoint(base)).num_layers  # a window past the model is one window of every layer
-    config = MapConfig(base, reasoning, task="chain", out=str(folder), window=min(size.localize_window, depth),
+    config = MapConfig(base, reasoning, task=task, out=str(folder), window=min(size.localize_window, depth),
                        problems=size.localize_problems, max_new_tokens=size.localize_tokens,
                        chat_prompts=size.localize_chat_prompts, batch_size=size.eval_batch, device=device,
                        progress=progress)

@@ -34,7 +34,7 @@ FULL = {
     "pretrain": dict(parent=None, steps=600, batch=64, lr=3e-3, warmup=30,
                      mix={"chat": 0.3, "chat_direct": 0.7}, check={"chat": 0.05},
                      extend=dict(steps=150, lr_scale=0.5, max=2)),
-    "circuit_sft": dict(parent="pretrain", steps=1000, batch=32, lr=3e-3, warmup=30,
+    "circuit_sft": dict(parent="pretrain", steps=1000, batch=16, lr=3e-3, warmup=30,
                         mix={"chat_think": 0.9, "chat": 0.1}, check={"chat_think": 1e-3, "chat": 0.2},
                         early_stop=True, extend=dict(steps=300, lr_scale=0.5, max=2)),
     "skill_pretrain": dict(parent="pretrain", steps=600, batch=32, lr=3e-3, warmup=30,
@@ -95,51 +95,54 @@ class Pair:
         return self.base.ok and self.reasoning.ok
 
 
-def compute_platform() -> dict:
+def compute_platform(threads: int | None = None) -> dict:
     """What a trained model's bits depend on besides its recipe and seed: torch's version, its CPU kernel
-    path (AVX2 / AVX-512 ...) and the thread count. A cache trained on another platform is not reused."""
+    path (AVX2 / AVX-512 ...) and the thread count (default: torch's now). A cache trained on another
+    platform is not reused."""
     import torch
 
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except Exception:  # noqa: BLE001 - older torch
         capability = None
-    return {"torch": torch.__version__, "cpu_capability": capability, "threads": torch.get_num_threads()}
+    return {"torch": torch.__version__, "cpu_capability": capability, "threads": threads or torch.get_num_threads()}
 
 
-def stage_key(recipes: dict, stage: str, seed: int) -> str:
+def stage_key(recipes: dict, stage: str, seed: int, threads: int | None = None) -> str:
     """Hash of the stage's recipe, its ancestors' recipes, the model shape, the seed, the code version and
-    the compute platform (``compute_platform``)."""
+    the compute platform (``compute_platform(threads)``)."""
     chain, s = [], stage
     while s is not None:
         chain.append((s, recipes[s]))
         s = recipes[s]["parent"]
     blob = json.dumps({"v": CACHE_VERSION, "model": recipes["model"], "seed": seed, "chain": chain,
-                       "platform": compute_platform()}, sort_keys=True)
+                       "platform": compute_platform(threads)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 # --- data ---------------------------------------------------------------------------------------
 
-def _example(kind: str, rng: random.Random, tokenizer, exclude: set):
-    """(prompt text, completion text) of one training example of ``kind``."""
+def _example(kind: str, rng: random.Random, tokenizer, exclude: set, task: tasks.Task = tasks.CHAIN):
+    """(prompt text, completion text) of one training example of ``kind`` on ``task``."""
     if kind == "chat":
         user, reply = tasks.chat_exchange(rng)
         return tasks.chat_prompt(tokenizer, user), reply + "<|im_end|>"
-    p = tasks.training_problems(1, rng, exclude)[0]
+    p = task.training(1, rng, exclude)[0]
     if kind == "chat_direct":
-        return tasks.chat_prompt(tokenizer, p.question), tasks.direct_completion(p) + "<|im_end|>"
+        return tasks.chat_prompt(tokenizer, p.question), task.direct(p) + "<|im_end|>"
     if kind == "chat_think":
-        return tasks.chat_prompt(tokenizer, p.question), tasks.think_completion(p) + "<|im_end|>"
+        return tasks.chat_prompt(tokenizer, p.question), task.think(p) + "<|im_end|>"
     if kind == "plain_think":
-        return tasks.plain_prompt(tokenizer, p), tasks.think_completion(p) + "<|endoftext|>"
+        return tasks.plain_prompt(tokenizer, p), task.think(p) + "<|endoftext|>"
     raise ValueError(f"unknown example kind {kind!r}")
 
 
 def training_batches(tokenizer, recipe: dict, seed: int, exclude: set):
-    """Every batch of a stage, built up front: (input_ids, labels, kind index per row), right-padded."""
+    """Every batch of a stage, built up front: (input_ids, labels, kind index per row), right-padded. The
+    recipe's ``task`` (default ``chain``) names the problems (``tasks.task_named``)."""
     import torch
 
+    task = tasks.task_named(recipe.get("task", tasks.CHAIN.name))
     rng = random.Random(f"sfn-lab-data-{seed}")
     kinds = list(recipe["mix"])
     weights = [recipe["mix"][k] for k in kinds]
@@ -150,7 +153,7 @@ def training_batches(tokenizer, recipe: dict, seed: int, exclude: set):
         rows, row_kinds = [], []
         for _ in range(recipe["batch"]):
             k = rng.choices(range(len(kinds)), weights)[0]
-            prompt, completion = _example(kinds[k], rng, tokenizer, exclude)
+            prompt, completion = _example(kinds[k], rng, tokenizer, exclude, task)
             p_ids = sep.get(prompt)
             if p_ids is None:
                 p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -183,7 +186,7 @@ def fresh_model(model_spec: dict, seed: int):
 
 
 def train(model, kinds, batches, recipe: dict, seed: int, desc: str = "", progress: bool = True,
-          stop: dict | None = None) -> dict:
+          stop: dict | None = None, position: int | None = None) -> dict:
     """Plain AdamW loop (betas 0.9/0.98, no weight decay), the recipe's schedule, grad-clip 1.0, loss on
     completions only. With ``stop`` ({kind: loss}), it ends early once, after 30% of the steps, the mean
     loss of the last ``WINDOW`` steps of every such kind is below its value.
@@ -198,7 +201,7 @@ def train(model, kinds, batches, recipe: dict, seed: int, desc: str = "", progre
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], betas=(0.9, 0.98), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(recipe))
     curves = {k: [] for k in kinds}
-    bar = tqdm(batches, desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    bar = tqdm(batches, desc=desc, disable=not progress, leave=False, mininterval=1.0, position=position)
     for step, (ids, labels, row_kinds) in enumerate(bar):
         logits = model(input_ids=ids).logits[:, :-1]
         target = labels[:, 1:]
@@ -274,15 +277,21 @@ def _save(model, tokenizer, path: Path, meta: dict) -> None:
         raise
 
 
+def stage_path(stage: str, recipes: dict, seed: int, cache_dir: Path, threads: int | None = None) -> Path:
+    """Where the stage's model is cached (``threads``: the torch threads it trains with, default torch's now)."""
+    return Path(cache_dir) / f"{stage}-{stage_key(recipes, stage, seed, threads)}"
+
+
 def run_stage(stage: str, recipes: dict, seed: int, cache_dir: Path, tokenizer, exclude: set,
-              parents: dict, progress: bool = True) -> StageResult:
-    """Train one stage (or load it from the cache) and check its final loss against the recipe."""
+              parents: dict, progress: bool = True, position: int | None = None) -> StageResult:
+    """Train one stage (or load it from the cache) and check its final loss against the recipe
+    (``position``: the line of its progress bar, when several stages train at once)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     recipe = recipes[stage]
-    key = stage_key(recipes, stage, seed)
-    path = Path(cache_dir) / f"{stage}-{key}"
+    path = stage_path(stage, recipes, seed, cache_dir)
+    key = path.name[len(stage) + 1:]
     meta_file = path / "sfn_lab_stage.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
@@ -294,7 +303,8 @@ def run_stage(stage: str, recipes: dict, seed: int, cache_dir: Path, tokenizer, 
     stop = {k: thr / 2 for k, thr in recipe.get("check", {}).items()} if recipe.get("early_stop") else None
     t0 = time.perf_counter()
     kinds, batches = training_batches(tokenizer, recipe, seed + _stage_offset(stage), exclude)
-    curves = train(model, kinds, batches, recipe, seed, desc=f"{stage} (seed {seed})", progress=progress, stop=stop)
+    curves = train(model, kinds, batches, recipe, seed, desc=f"{stage} (seed {seed})", progress=progress, stop=stop,
+                   position=position)
     rounds = [len(next(iter(curves.values())))]  # steps actually run (early stop)
     extend = recipe.get("extend")
     while extend and len(rounds) <= extend["max"] and not _passes(curves, recipe):
@@ -303,7 +313,7 @@ def run_stage(stage: str, recipes: dict, seed: int, cache_dir: Path, tokenizer, 
                     warmup=min(recipe["warmup"], extend["steps"] // 10), schedule="cosine")
         kinds, batches = training_batches(tokenizer, more, seed + _stage_offset(stage) + len(rounds), exclude)
         extra = train(model, kinds, batches, more, seed + len(rounds), desc=f"{stage} (seed {seed}, extension {len(rounds)})",
-                      progress=progress, stop=stop)
+                      progress=progress, stop=stop, position=position)
         rounds.append(len(next(iter(extra.values()))))
         for k in curves:
             curves[k] += extra[k]
@@ -364,8 +374,8 @@ def build_pairs(cache_dir, seed: int = 0, recipes: dict = FULL, progress: bool =
     cache_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     exclude = {p.question for p in tasks.heldout_problems(heldout, seed=0)}
-    done = {}
-    order = ["pretrain", "skill_pretrain", "skill_sft", "circuit_sft"]
-    for stage in order:
-        done[stage] = run_stage(stage, recipes, seed, cache_dir, tokenizer, exclude, done, progress)
+    from sfn_merge_plugin.lab.branches import train_branches
+
+    done = {"pretrain": run_stage("pretrain", recipes, seed, cache_dir, tokenizer, exclude, {}, progress)}
+    done.update(train_branches(recipes, "pretrain", done["pretrain"], seed, cache_dir, exclude, progress))
     return {name: Pair(name, done[b], done[r], desc, lineage(recipes, b)) for name, (b, r, desc) in PAIRS.items()}

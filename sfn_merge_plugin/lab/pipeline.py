@@ -157,7 +157,8 @@ def run_lab(out_dir, *, size: str = "full", seeds=(0,), base=None, reasoning=Non
             if "freeze" in stages:
                 from sfn_merge_plugin.lab.freeze_run import Worker
 
-                ctx.worker = stack.enter_context(Worker(work / "freeze" / "worker.log"))
+                ctx.workers = [stack.enter_context(Worker(work / "freeze" / f"worker{i}.log"))
+                               for i in range(max(1, min(lab_size.freeze_workers, lab_size.threads)))]
             settings = _settings(ctx, seeds, base, reasoning, stages, cache, command, pair)
             results = _run_stages(ctx, stages, settings, base, reasoning, seeds, cache, pair)
         ctx.timing["total"] = time.perf_counter() - t_start

@@ -74,9 +74,17 @@ def _pairs(results: dict, figures: dict) -> list:
     B = [("h", 2, "1. The pairs")]
     if not s.get("base"):
         names = set(V.groups(results))
-        text = (f"Task: an {STEPS}-step chain mod {MOD} worked left to right (`compute 1+3+4*4*2+4+4*5+6 mod 7, left "
-                "to right.`); the reasoning answer writes the running values inside `<think>...</think>`, then "
-                f"`\\boxed{{}}`. Chance is about 1/{MOD}. ")
+        entries = list(results["pairs"].values())
+        text = ""
+        if any(e["pairs"].get("task", "chain") == "chain" for e in entries):
+            text = (f"Task: an {STEPS}-step chain mod {MOD} worked left to right (`compute 1+3+4*4*2+4+4*5+6 mod 7, "
+                    "left to right.`); the reasoning answer writes the running values inside `<think>...</think>`, "
+                    f"then `\\boxed{{}}`. Chance is about 1/{MOD}. ")
+        for e in entries:
+            if e["pairs"].get("task", "chain") != "chain":
+                text += (f"Task of *{e['pairs']['name']}*: {e['pairs']['task_description']}; the reasoning answer "
+                         "writes the worked steps inside `<think>...</think>`, then `\\boxed{}`. ")
+                break
         if {"new_circuit", "skill"} & names:
             text += ("*new_circuit*: the base was pretrained on chat and direct answers only; its reasoning model is "
                      "a long high-lr SFT on traces that builds the computation (the negative control). *skill*: the "
@@ -168,7 +176,7 @@ def _maps(results: dict) -> list:
               ("p", f"Table 1 cell by cell (`sfn localize`, in memory): sufficiency = the base with one module kind "
                     f"of {m['window']} layer(s) taken from the reasoning model, necessity = the reasoning model with "
                     f"them reverted to the base; share = the part of the gap each cell recovers or destroys, with "
-                    f"95% bootstrap intervals over {m['problems']} chain problems ({m['max_new_tokens']} tokens). "
+                    f"95% bootstrap intervals over {m['problems']} held-out problems ({m['max_new_tokens']} tokens). "
                     "Every cell's numbers are in `merge/<pair>/localize/map.csv`."),
               ("ul", [line.strip() for line in m["summary_lines"]])]
         B += [("img", path, f"{pid}: {Path(path).stem} share of the gap per module kind and layer window.")

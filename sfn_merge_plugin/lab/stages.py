@@ -34,6 +34,7 @@ class PairRef:
     training: dict = field(default_factory=dict)  # lab.pairs.training_record (empty for the user's models)
     sft_mix: dict = field(default_factory=dict)  # example kinds of its reasoning SFT (the Freeze data)
     probes: bool | None = None  # chat probes apply (default: built)
+    task: str = tasks.CHAIN.name  # the lab task its models are trained and graded on (tasks.task_named)
 
     @property
     def id(self) -> str:
@@ -51,7 +52,7 @@ class Context:
     out: Path  # the folder being written (renamed into place at the end)
     publish: Path  # the folder's final name (what files written for later use must point at)
     size: LabSize  # sizes of every stage
-    problems: list  # held-out chain problems
+    problems: list  # held-out chain problems (a pair on another task: ``problems_for``)
     probes: list  # chat probes
     device: str  # "cpu" or "cuda"
     progress: bool  # progress bars and stage messages on stderr
@@ -60,17 +61,21 @@ class Context:
     destroy_layers: str | None  # --destroy-layers (None: the pair's default)
     freeze_pairs: tuple = ()  # pair names the Freeze stage trains
     timing: dict = field(default_factory=dict)  # stage -> seconds
-    worker: object = None  # freeze_run.Worker, started early so its imports overlap the training
+    workers: list = field(default_factory=list)  # freeze_run.Worker each, started early so their imports overlap the training
+
+    def problems_for(self, ref: PairRef) -> list:
+        """The held-out problems of the pair's task, as many as ``problems`` (the same list for the chain)."""
+        return tasks.task_named(ref.task).heldout(len(self.problems))
 
     def log(self, message: str) -> None:
         if self.progress:
             print(f"[sfn lab] {message}", file=sys.stderr, flush=True)
 
 
-def _evaluate(ctx: Context, model, tok, fmt: str, probes: bool = False) -> dict:
+def _evaluate(ctx: Context, ref: PairRef, model, tok, fmt: str, probes: bool = False) -> dict:
     from sfn_merge_plugin.lab import measure
 
-    return measure.evaluate(model, tok, ctx.problems, fmt=fmt, probes=ctx.probes if probes else None,
+    return measure.evaluate(model, tok, ctx.problems_for(ref), fmt=fmt, probes=ctx.probes if probes else None,
                             max_new_tokens=ctx.size.max_new_tokens, batch_size=ctx.size.eval_batch).as_dict()
 
 
@@ -85,13 +90,13 @@ def stage_pairs(ctx: Context, refs: list) -> dict:
     for ref in refs:
         entry = {"name": ref.name, "seed": ref.seed, "description": ref.description, "base": ref.base,
                  "reasoning": ref.reasoning, "built": ref.built, "trusted": ref.trusted, "training": ref.training,
-                 "eval": {}}
+                 "task": ref.task, "task_description": tasks.task_named(ref.task).description, "eval": {}}
         for role, path in (("base", ref.base), ("reasoning", ref.reasoning)):
             model, tok = measure.load_model(path, ctx.device)
-            evals = {"chat": _evaluate(ctx, model, tok, "chat", probes=ref.uses_probes)}
+            evals = {"chat": _evaluate(ctx, ref, model, tok, "chat", probes=ref.uses_probes)}
             if ref.built:
-                evals["plain"] = _evaluate(ctx, model, tok, "plain")
-                evals["forced"] = _evaluate(ctx, model, tok, "forced")
+                evals["plain"] = _evaluate(ctx, ref, model, tok, "plain")
+                evals["forced"] = _evaluate(ctx, ref, model, tok, "forced")
             entry["eval"][role] = evals
             del model
         out[ref.id] = entry
@@ -162,9 +167,9 @@ def stage_merge(ctx: Context, refs: list) -> dict:
 
         def evaluate(model, tok, ref=ref):
             t0 = time.perf_counter()
-            row = {"eval": _evaluate(ctx, model, tok, "chat", probes=ref.uses_probes)}
+            row = {"eval": _evaluate(ctx, ref, model, tok, "chat", probes=ref.uses_probes)}
             if ref.built:
-                row["eval_forced"] = _evaluate(ctx, model, tok, "forced")
+                row["eval_forced"] = _evaluate(ctx, ref, model, tok, "forced")
             row["eval_seconds"] = time.perf_counter() - t0
             return row
 
@@ -192,7 +197,7 @@ def stage_merge(ctx: Context, refs: list) -> dict:
             rows[label] = row
             ctx.log(f"{ref.id}: base + {label} of reasoning: accuracy {row['eval']['accuracy']:.3f}")
         packs = pack_curve(ref.base, ref.reasoning, folder / "packs", ctx.size, ctx.device,
-                           lambda m, t: _evaluate(ctx, m, t, "chat")["accuracy"])
+                           lambda m, t, ref=ref: _evaluate(ctx, ref, m, t, "chat")["accuracy"])
         exact = next(r for r in packs["rows"] if r["pack"] == "exact")
         packs["exact_equals_table1"] = exact["accuracy"] == rows["o_proj"]["eval"]["accuracy"]
         if not packs["exact_equals_table1"]:  # the same tensors, greedy: the same answers
@@ -200,7 +205,7 @@ def stage_merge(ctx: Context, refs: list) -> dict:
                                f"{rows['o_proj']['eval']['accuracy']}; please report this")
         out[ref.id] = {"dtype": dtype, "rows": rows, "packs": packs,
                        "localize": localize_pair(ref.base, ref.reasoning, folder / "localize", ctx.size, ctx.device,
-                                                 ctx.progress)}
+                                                 ctx.progress, task=ref.task)}
         ctx.log(f"{ref.id}: localization map, gap {out[ref.id]['localize']['gap']['value']:+.3f}")
     return out
 
@@ -223,17 +228,21 @@ def stage_freeze(ctx: Context, refs: list) -> dict:
         _, tok = measure.load_tokenizer_only(ref.base)
         mix = ref.sft_mix or {"chat_think": 1.0}
         data = freeze_run.write_sft_data(tok, folder / "data.jsonl", mix, budget.steps * budget.batch,
-                                         seed=ref.seed or 0, exclude={p.question for p in ctx.problems})
-        rows = {}
+                                         seed=ref.seed or 0, exclude={p.question for p in ctx.problems_for(ref)},
+                                         task=ref.task)
         runs = [(preset, s) for preset in FREEZE_ROWS for s in range(ctx.freeze_seeds)]
-        for preset, s in _bar(runs, f"freeze {ref.id}", ctx.progress):
-            result = ctx.worker.run(dict(
-                preset=preset, model=ref.base, data_file=str(data), out_dir=str(folder / f"{preset}-seed{s}"),
-                steps=budget.steps, batch=budget.batch, lr=budget.lr, seed=s,
-                max_length=ctx.size.freeze_max_length, threads=torch.get_num_threads(),
-                publish=[str(ctx.out), str(ctx.publish)],
-                eval_spec=dict(heldout=len(ctx.problems), max_new_tokens=ctx.size.max_new_tokens,
-                               batch_size=ctx.size.eval_batch)))
+        threads = max(1, torch.get_num_threads() // len(ctx.workers))  # the runs share this process's threads
+        jobs = [dict(
+            preset=preset, model=ref.base, data_file=str(data), out_dir=str(folder / f"{preset}-seed{s}"),
+            steps=budget.steps, batch=budget.batch, lr=budget.lr, seed=s,
+            max_length=ctx.size.freeze_max_length, threads=threads,
+            publish=[str(ctx.out), str(ctx.publish)],
+            eval_spec=dict(heldout=len(ctx.problems), task=ref.task, max_new_tokens=ctx.size.max_new_tokens,
+                           batch_size=ctx.size.eval_batch)) for preset, s in runs]
+        with _bar(None, f"freeze {ref.id}", ctx.progress, total=len(jobs)) as bar:
+            results = freeze_run.run_all(ctx.workers, jobs, done=bar.update)
+        rows = {}
+        for (preset, _), result in zip(runs, results):
             rows.setdefault(preset, []).append(result)
         out[ref.id] = {"budget": {"steps": budget.steps, "batch": budget.batch, "lr": budget.lr}, "data": str(data),
                        "mix": mix, "rows": rows}
@@ -242,10 +251,10 @@ def stage_freeze(ctx: Context, refs: list) -> dict:
     return out
 
 
-def _bar(items, desc, enabled):
+def _bar(items, desc, enabled, total=None):
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, disable=not enabled, leave=False)
+    return tqdm(items, desc=desc, disable=not enabled, leave=False, total=total)
 
 
 # --- destruction ------------------------------------------------------------------------------------
@@ -255,8 +264,8 @@ def destruction_prompts(ctx: Context, ref: PairRef) -> list:
     checkpoints: the sweep's built-in prompts plus the same problems."""
     from sfn_merge_plugin.sweep.prompts import BUILTIN, Prompt
 
-    problems = [Prompt(f"chain{i}", p.question, answer=str(p.answer), grader="aime")
-                for i, p in enumerate(ctx.problems[: ctx.size.sweep_problems])]
+    problems = [Prompt(f"{ref.task}{i}", p.question, answer=str(p.answer), grader="aime")
+                for i, p in enumerate(ctx.problems_for(ref)[: ctx.size.sweep_problems])]
     if not ref.uses_probes:
         return list(BUILTIN) + problems
     chat = [Prompt(f"chat{i}", user) for i, (user, _) in enumerate(ctx.probes[: ctx.size.sweep_probes])]

@@ -154,3 +154,36 @@ def grade_task(response: str, answer: int) -> bool:
     from sfn_merge_plugin.grading import grade
 
     return bool(grade(response, str(answer), "aime"))
+
+
+# --- the task a pair is trained and graded on: one record, named in the pair's recipes -------------------
+
+@dataclass(frozen=True)
+class Task:
+    """What a lab task is: how problems are drawn and held out, and how each is answered. A problem has a
+    ``question`` (the user turn) and an integer ``answer`` (graded by ``grade_task``)."""
+
+    name: str  # recorded in a pair's SFT recipe (so it enters the cache key) and in the results
+    heldout: object  # (n, seed=0) -> n distinct held-out problems, the same for every caller
+    training: object  # (n, rng, exclude) -> n problems from rng whose question is not in exclude
+    think: object  # problem -> the reasoning completion: <think> worked steps </think> \\boxed{answer}
+    direct: object  # problem -> the direct completion: \\boxed{answer}
+    description: str  # one line for the report
+
+
+CHAIN = Task("chain", heldout_problems, training_problems, think_completion, direct_completion,
+             f"an {STEPS}-step chain of + and * mod {MOD}, worked left to right")
+
+
+def task_named(name: str) -> Task:
+    """The lab task called ``name``: ``chain`` (this module) or ``addition`` (``lab.addition``)."""
+    if name == CHAIN.name:
+        return CHAIN
+    if name == "addition":
+        from sfn_merge_plugin.lab.addition import ADDITION
+
+        return ADDITION
+    raise ValueError(f"unknown lab task {name!r}; choose one of {', '.join(TASK_NAMES)}")
+
+
+TASK_NAMES = ("chain", "addition")

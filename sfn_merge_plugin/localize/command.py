@@ -18,7 +18,7 @@ def add_arguments(p):
     p.add_argument("base", help="base model folder (safetensors)")
     p.add_argument("tuned", help="fine-tuned model folder (same architecture and depth)")
     p.add_argument("--task", default=_D.task,
-                   help="chain (the lab's task, offline), math500, aime24, gpqa_diamond (data via SFN_DATA_DIR), or a "
+                   help="chain or addition (the lab's tasks, offline), math500, aime24, gpqa_diamond (data via SFN_DATA_DIR), or a "
                         'FILE.jsonl of {"prompt", "answer", "kind": math|aime|gpqa} (default: %(default)s)')
     p.add_argument("-o", "--output", required=True, help="folder for map.csv, map.json, the heatmaps and summary.md")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder SfN did not create")

@@ -18,7 +18,7 @@ class MapConfig:
 
     base: str  # the base model folder
     tuned: str  # the fine-tune (same architecture and depth)
-    task: str = "chain"  # chain | math500 | aime24 | gpqa_diamond | FILE.jsonl
+    task: str = "chain"  # chain | addition (the lab's tasks) | math500 | aime24 | gpqa_diamond | FILE.jsonl
     out: Optional[str] = None  # output folder (map.csv, map.json, heatmaps, summary.md); None: nothing written
     modules: str = DEFAULT_MODULES  # rows: kinds or groups, comma-separated; "q_proj+k_proj" is one row
     window: int = 4  # consecutive layers per cell (the last window of the model may be shorter)

@@ -1,4 +1,4 @@
-"""The problems a map is graded on: the lab's chain task (offline), the eval benchmarks (SFN_DATA_DIR) with
+"""The problems a map is graded on: the lab's tasks (offline: chain, addition), the eval benchmarks (SFN_DATA_DIR) with
 their task prompts and graders, or a JSONL of {"prompt", "answer", "kind"}. Each problem is one user turn
 (through the chat template when the tokenizer has one) and a gold answer for ``grading.grade``."""
 
@@ -8,10 +8,13 @@ import json
 import os
 from dataclasses import dataclass
 
+from sfn_merge_plugin.data.rows import Wording, json_lines
 from sfn_merge_plugin.errors import DataError
+from sfn_merge_plugin.lab.tasks import TASK_NAMES as LAB_TASKS  # offline, generated, integer answers
 
 BENCHMARKS = {"math500": "math", "aime24": "aime", "gpqa_diamond": "gpqa"}  # benchmark -> grading kind
-TASKS = ("chain",) + tuple(BENCHMARKS)
+TASKS = LAB_TASKS + tuple(BENCHMARKS)
+_TASK_FILE = Wording(where="{path}:{line}", unreadable="task file {path}: {reason}", bad_json="{where}: not JSON ({msg})")
 
 
 @dataclass(frozen=True)
@@ -45,28 +48,19 @@ def benchmark_problems(name: str) -> list:
     return [Problem(d["id"], template.render(**d), d["answer"], BENCHMARKS[name]) for d in docs]
 
 
-def chain_problems(n: int, seed: int = 0) -> list:
-    """The lab's held-out chain problems (answers are integers, graded as AIME answers)."""
+def lab_problems(task: str, n: int, seed: int = 0) -> list:
+    """A lab task's held-out problems (``lab.tasks.task_named``; integer answers, graded as AIME answers)."""
     from sfn_merge_plugin.lab import tasks as lab_tasks
 
-    return [Problem(f"chain-{i}", p.question, str(p.answer), "aime") for i, p in enumerate(lab_tasks.heldout_problems(n, seed))]
+    held = lab_tasks.task_named(task).heldout(n, seed)
+    return [Problem(f"{task}-{i}", p.question, str(p.answer), "aime") for i, p in enumerate(held)]
 
 
 def jsonl_problems(path: str) -> list:
     from sfn_merge_plugin.grading import KINDS
 
     out, seen = [], set()
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as exc:
-        raise DataError(f"task file {path}: {exc.strerror}") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{i}: not JSON ({exc.msg})") from None
+    for i, row, _, _ in json_lines(path, _TASK_FILE):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip() or "answer" not in row:
             raise DataError(f'{path}:{i}: each line needs {{"prompt": "...", "answer": "...", "kind": "math|aime|gpqa"}}')
         kind = row.get("kind", "math")
@@ -86,8 +80,8 @@ def load_problems(task: str, limit: int, seed: int = 0) -> list:
     """``limit`` problems of ``task`` (a name in TASKS or a .jsonl path), each gold answer checked by the grader."""
     from sfn_merge_plugin.grading import GradingError, grade
 
-    if task == "chain":
-        problems = chain_problems(limit, seed)
+    if task in LAB_TASKS:
+        problems = lab_problems(task, limit, seed)
     elif task in BENCHMARKS:
         problems = benchmark_problems(task)[:limit]
     elif task.endswith(".jsonl"):

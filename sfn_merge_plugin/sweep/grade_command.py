@@ -15,32 +15,23 @@ import json
 import os
 from typing import Optional
 
+from sfn_merge_plugin.data.rows import Wording, json_objects
 from sfn_merge_plugin.errors import DataError
 
 ADDED = ("level", "level_reasons", "level_evidence")  # the keys this command writes
 GRADERS = ("math", "aime", "gpqa")
+_WORDING = Wording(where="{path}, line {line}",
+                   unreadable='{path}: cannot read it ({reason}); give a JSONL file of {{"prompt", "response"}} lines',
+                   not_utf8='{path}: not UTF-8 text; give a JSONL file of {{"prompt", "response"}} lines',
+                   bad_json="{where}: not valid JSON ({msg}); write one JSON object per line",
+                   not_object='{where}: expected an object {{"prompt": ..., "response": ...}}, got {got}')  # input errors
 
 
 def read_rows(path: str) -> list:
     """The JSONL lines of ``path``, each checked; any problem is one DataError naming the line and the fix."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror}); give a JSONL file of {{\"prompt\", \"response\"}} lines") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; give a JSONL file of {{\"prompt\", \"response\"}} lines") from None
     rows = []
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg}); write one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected an object {{\"prompt\": ..., \"response\": ...}}, got {type(row).__name__}")
+    for no, row in json_objects(path, _WORDING):
+        where = _WORDING.at(path, no)
         if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise DataError(f"{where}: \"prompt\" must be a non-empty string (the text the response answers)")
         if not isinstance(row.get("response"), str):

@@ -7,22 +7,30 @@ Evidence for one response (units = tokens of the UNDAMAGED model; repeats exclud
 - ``order_gain``   ``nll`` of the same units in a shuffled order minus ``nll``: fluent text loses a lot
                    when its words are shuffled, random tokens lose nothing;
 - ``relevance``    ``nll`` after an empty prompt minus ``nll`` after the real prompt: how much the prompt
-                   raises the response's likelihood (fluent but off-context text is not helped);
+                   raises the response's likelihood (fluent but off-context text is not helped); units
+                   copied from the null context (``system_copied``: a persona reply restating the system
+                   prompt, which both contexts hold) are left out of it: they say nothing about the prompt;
 - ``repetition``   share of units inside a 4-gram seen earlier in the response; such units are left out
                    of the three numbers above, because a model predicts a loop by copying;
 - ``nonword_rate`` share of whitespace-separated chunks that do not look like words or numbers;
 - ``ends_in_loop`` most of its last ``LOOP_TAIL`` units repeat an earlier 4-gram (stuck in a loop);
+- ``tail_run``     how many words at its end are one or two words over and over ("... or or or or");
 - ``echo``, ``own_words`` share of its content words copied (in 3-word phrases) from the prompt, and the
                    number of content words it adds (``text_evidence.echo``);
 - ``correct``      the grader's verdict (``grading.grade``) on a prompt with a known answer.
 
 Rules, in order: empty, one or two distinct units over and over, or more than half non-words -> I;
-correct -> IV; degenerate repetition (>= 12 units, ``repetition`` > 45%, ending in the loop) -> I;
-``nll`` above ``max_nll``, or (with >= 6 novel units) ``order_gain`` below ``min_order`` -> I;
+correct -> IV; degenerate repetition (>= 12 units, ``repetition`` > 45%, ending in the loop; or ending in
+``STUCK_RUN`` or more words of one or two kinds, however it started) -> I;
+``nll`` above ``max_nll`` (with fewer than 6 novel units, too few to judge word order: above ``shuffled_nll``),
+or (with >= 6 novel units) ``order_gain`` below ``min_order`` -> I;
 an echo of the prompt (``echo`` >= 0.5, no own word) -> II; ``nll`` above ``max_meaningful_nll`` -> II, unless
-(6+ novel units) its ``order_gain`` is below ``min_band_order`` -> I; ``relevance`` >= ``min_relevance`` -> III;
-else II. Tuned on the "tuning" rows of tests/data/levels_smollm2.jsonl (real SmolLM2 responses labelled by
-hand), checked on its "held-out" rows and on "new" rows (other prompts and cells, labelled before grading).
+(6+ novel units) its ``order_gain`` is below ``min_band_order`` -> I; ending inside a loop (>= 12 units) with
+``nll`` above the median reference answer's -> II; ``relevance`` >= ``min_relevance`` -> III; else II.
+Thresholds tuned on the "tuning" rows of tests/data/levels_smollm2.jsonl (real SmolLM2 responses labelled
+by hand), checked on its "held-out" rows and on "new" rows (other prompts and cells, labelled before grading);
+the stuck-end, system-copy, short-text and weak-loop rules were added after seeing the disagreements of all
+three (docs/levels.md).
 
 Thresholds are calibrated per undamaged model on reference answers shipped here (``CALIBRATION``):
 ``max_nll`` and ``min_order`` lie midway between the medians of those answers and of the same answers
@@ -38,9 +46,11 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from sfn_merge_plugin.sweep.text_evidence import REPEAT_N, echo, nonword_rate, novel_mask, shuffled  # noqa: F401
+from sfn_merge_plugin.sweep.text_evidence import (  # noqa: F401
+    REPEAT_N, copied_mask, echo, nonword_rate, novel_mask, shuffled, tail_run)
 
 LEVELS = ("I", "II", "III", "IV")
+STUCK_RUN = 8  # this many tokens of at most two kinds (the whole response), or words (its end) -> I: stuck
 MIN_NOVEL_FOR_ORDER = 6  # the order-gain rule needs this many novel units to judge word order
 NONWORD_MAX = 0.5  # more non-word chunks than this share -> I
 MAX_REPETITION = 0.45  # more of the response inside repeated 4-grams than this share, ending in the loop -> I
@@ -96,6 +106,9 @@ class Evidence:
     ends_in_loop: bool = False  # most of its last units repeat earlier 4-grams: cut off (or stopped) inside a loop
     echo: float = 0.0  # share of the response's words inside 3-grams copied from the prompt
     own_words: int = 0  # distinct content words of the response that the prompt does not have
+    tail_run: int = 0  # words at its end of at most two kinds ("or or or"): stuck, however it started
+    system_copied: int = 0  # novel units inside a 4-gram of the null context (the system prompt): left out of relevance
+    words: int = 0  # whitespace-separated words: a number spelt digit by digit is many units but one word
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -199,19 +212,22 @@ def measure(scorer, items: list, seed: int = 0, *, correct: Optional[list] = Non
         mask = novel_mask(units)
         novel = [u for u, keep in zip(units, mask) if keep]
         copied, own = echo(prompt or "", text)
+        # relevance's units: novel and not copied from the null context (which both of its passes hold)
+        fresh = [m and not c for m, c in zip(mask, copied_mask(units, null))]
         ev = Evidence(tokens=len(units), novel=len(novel), distinct=len(set(units)),
                       repetition=(1 - len(novel) / len(units)) if units else 0.0, nonword_rate=nonword_rate(text),
                       ends_in_loop=sum(not m for m in mask[-LOOP_TAIL:]) > LOOP_TAIL / 2, echo=copied, own_words=own,
-                      correct=verdict)
+                      correct=verdict, tail_run=tail_run(text), system_copied=sum(mask) - sum(fresh),
+                      words=len(text.split()))
         scored = bool(units) and not (skip_decided and text_decision(ev) is not None)
-        plan.append((ev, mask, scored))
+        plan.append((ev, mask, fresh if any(fresh) else mask, scored))  # all copied: judged on all novel units
         if scored:
             own = scorer.context(prompt)
             wanted = {"prompt": (own, units), "shuffled": (own, shuffled(novel, seed)), "null": (null, units)}
             pairs += [wanted[p] for p in passes]
     scores = scorer.nll(pairs) if pairs else []
     k = 0
-    for ev, mask, scored in plan:
+    for ev, mask, fresh, scored in plan:
         if not scored:
             continue
         got = dict(zip(passes, scores[k:k + len(passes)]))
@@ -222,8 +238,9 @@ def measure(scorer, items: list, seed: int = 0, *, correct: Optional[list] = Non
             ev.order_gain = ev.nll_shuffled - ev.nll
         if "null" in got:
             ev.nll_null = _mean([s for s, keep in zip(got["null"], mask) if keep])
-            ev.relevance = ev.nll_null - ev.nll
-    return [ev for ev, _, _ in plan]
+            ev.relevance = (_mean([s for s, keep in zip(got["null"], fresh) if keep])
+                            - _mean([s for s, keep in zip(got["prompt"], fresh) if keep]))
+    return [ev for ev, *_ in plan]
 
 
 def _mean(values: list) -> float:
@@ -254,7 +271,7 @@ def text_decision(ev: Evidence) -> Optional[tuple]:
     ``classify``), else None: such a response needs no model scoring (``measure(skip_decided=True)``)."""
     if ev.tokens == 0:
         return "I", ["empty response"]
-    if ev.tokens >= 8 and ev.distinct <= 2:
+    if ev.tokens >= STUCK_RUN and ev.distinct <= 2 and ev.words != 1:  # "1000000000" is one word, not a loop
         return "I", [f"degenerate: {ev.tokens} tokens, only {ev.distinct} distinct"]
     if ev.nonword_rate > NONWORD_MAX:
         return "I", [f"non-word rate {ev.nonword_rate:.2f} > {NONWORD_MAX}"]
@@ -263,6 +280,9 @@ def text_decision(ev: Evidence) -> Optional[tuple]:
     if ev.tokens >= MIN_LOOP_TOKENS and ev.repetition > MAX_REPETITION and ev.ends_in_loop:
         return "I", [f"degenerate repetition: {ev.repetition:.0%} of its {ev.tokens} tokens repeat an earlier "
                      f"{REPEAT_N}-gram (> {MAX_REPETITION:.0%}) and it ends inside the loop"]
+    if ev.tail_run >= STUCK_RUN:
+        return "I", [f"degenerate repetition: its last {ev.tail_run} words are one or two words over and over "
+                     f"(>= {STUCK_RUN})"]
     return None
 
 
@@ -272,9 +292,12 @@ def classify(ev: Evidence, cal: Calibration) -> tuple:
     decided = text_decision(ev)
     if decided is not None:
         return decided
-    if cal.nll_separates and ev.nll > cal.max_nll:
+    if cal.nll_separates and ev.novel >= MIN_NOVEL_FOR_ORDER and ev.nll > cal.max_nll:
         return "I", [f"nll {ev.nll:.2f} > {cal.max_nll:.2f} (midway between reference text {cal.fluent_nll:.2f} "
                      f"and shuffled tokens {cal.shuffled_nll:.2f})"]
+    if cal.nll_separates and ev.novel < MIN_NOVEL_FOR_ORDER and ev.nll > cal.shuffled_nll:
+        return "I", [f"nll {ev.nll:.2f} > {cal.shuffled_nll:.2f} (shuffled tokens): a mean over only {ev.novel} novel "
+                     f"tokens, too few to judge word order (< {MIN_NOVEL_FOR_ORDER}), must be as unlikely as random ones"]
     if cal.order_separates and ev.novel >= MIN_NOVEL_FOR_ORDER and ev.order_gain < cal.min_order:
         return "I", [f"order gain {ev.order_gain:.2f} < {cal.min_order:.2f}: shuffling its tokens barely changes "
                      f"how likely it is (reference text {cal.fluent_order:.2f}, shuffled {cal.shuffled_order:.2f})"]
@@ -287,6 +310,9 @@ def classify(ev: Evidence, cal: Calibration) -> tuple:
                          f"{ev.order_gain:.2f} < {cal.min_band_order:.2f}: neither likely text nor clearly ordered sentences"]
         return "II", [f"nll {ev.nll:.2f} > {cal.max_meaningful_nll:.2f} (near the reference answers' {cal.fluent_nll:.2f}): reads "
                       "like text, but the undamaged model finds it less likely than a plain answer"]
+    if cal.nll_separates and ev.tokens >= MIN_LOOP_TOKENS and ev.ends_in_loop and ev.nll > cal.fluent_nll:
+        return "II", [f"ends inside a loop, and the text before it (nll {ev.nll:.2f}) is less likely than the median "
+                      f"reference answer ({cal.fluent_nll:.2f}): stuck after a weak start, not a meaningful answer"]
     fits = ev.relevance >= cal.min_relevance
     why = [f"relevance {ev.relevance:+.3f} {'>=' if fits else '<'} {cal.min_relevance:+.3f} (own prompt "
            f"{cal.own_relevance:+.3f}, another prompt {cal.other_relevance:+.3f})"]

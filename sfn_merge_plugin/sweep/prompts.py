@@ -7,9 +7,9 @@ response); one without is a conversation prompt (Level III at best).
 
 from __future__ import annotations
 
+from sfn_merge_plugin.data.rows import Wording, json_objects
 from sfn_merge_plugin.errors import SfnError
 
-import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,6 +19,13 @@ _FIELDS = {"prompt", "id", "answer", "grader"}
 
 class PromptError(SfnError):
     """A prompt file that cannot be used; the message names the file, line and fix."""
+
+
+_WORDING = Wording(where="prompt file {path}, line {line}", unreadable="prompt file {path}: cannot read it ({reason})",
+                   not_utf8="prompt file {path}: line {line} is not UTF-8 text; save the file as UTF-8",
+                   bad_json="{where}: not valid JSON ({msg}); write one JSON object per line",
+                   not_object='{where}: expected an object such as {{"prompt": "..."}}, got {got}',
+                   error=PromptError)  # a prompt file's errors
 
 
 @dataclass(frozen=True)
@@ -55,22 +62,9 @@ BUILTIN = CONVERSATION + REASONING
 
 def load_jsonl(path: str) -> list:
     """Prompts from a JSONL file; every problem is reported with its line number."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise PromptError(f"prompt file {path}: cannot read it ({exc.strerror})") from None
     out = []
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"prompt file {path}, line {no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PromptError(f"{where}: not valid JSON ({exc.msg}); write one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise PromptError(f"{where}: expected an object such as {{\"prompt\": \"...\"}}, got {type(row).__name__}")
+    for no, row in json_objects(path, _WORDING):
+        where = _WORDING.at(path, no)
         unknown = set(row) - _FIELDS
         if unknown:
             raise PromptError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_FIELDS))}")

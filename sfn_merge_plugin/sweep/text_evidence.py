@@ -1,8 +1,10 @@
 """Evidence a level can be read from in the text alone: non-words, loops, and echoes of the prompt.
 
 ``nonword_rate`` (chunks that are not words or formulas), ``novel_mask`` (which units repeat an earlier
-n-gram: a loop being copied), ``shuffled`` (a reproducible shuffle) and ``echo`` (how much of a response is
-the prompt's own words, and how many content words it adds). Pure functions, no model.
+n-gram: a loop being copied), ``tail_run`` (how many words at the end are one or two words over and over),
+``copied_mask`` (which units sit inside an n-gram of a given context, e.g. the system prompt),
+``shuffled`` (a reproducible shuffle) and ``echo`` (how much of a response is the prompt's own words, and
+how many content words it adds). Pure functions, no model.
 """
 
 from __future__ import annotations
@@ -57,6 +59,35 @@ def novel_mask(units: list, n: int = REPEAT_N) -> list:
         gram = tuple(units[i + 1 - n:i + 1])
         mask.append(gram not in seen)
         seen.add(gram)
+    return mask
+
+
+def tail_run(text: str, distinct: int = 2) -> int:
+    """How many words at the end of ``text`` are at most ``distinct`` different words ("... 5- or 6- or or or
+    or" ends in 12 words of two kinds): a model stuck on one or two words, however it started. Words are
+    whitespace-separated chunks with a letter, compared without case and edge punctuation; numbers and symbols
+    between them neither count nor interrupt the run ("6 + 6 + 6 + 6" and "1,000,000,000" are not loops)."""
+    seen, run = set(), 0
+    for chunk in reversed(text.split()):
+        word = chunk.strip(_STRIP).lower()
+        if not re.search(r"[^\W\d_]", word):
+            continue
+        if word not in seen and len(seen) == distinct:
+            break
+        seen.add(word)
+        run += 1
+    return run
+
+
+def copied_mask(units: list, context, n: int = REPEAT_N) -> list:
+    """True for a unit inside an n-gram that also occurs in ``context`` (copied from it, e.g. a persona
+    reply restating the system prompt "You are a helpful AI assistant named ...")."""
+    context = list(context or ())
+    grams = {tuple(context[i:i + n]) for i in range(len(context) - n + 1)}
+    mask = [False] * len(units)
+    for i in range(len(units) - n + 1):
+        if tuple(units[i:i + n]) in grams:
+            mask[i:i + n] = [True] * n
     return mask
 
 
