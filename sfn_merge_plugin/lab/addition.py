@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from sfn_merge_plugin.lab.tasks import THINK_CLOSE, THINK_OPEN, Task
+from sfn_merge_plugin.lab.tasks import THINK_CLOSE, THINK_OPEN, Task, distinct_draws, draws_outside
 
 DIGITS = 3  # digits of each addend (100..999)
 
@@ -56,22 +56,11 @@ def sample_sum(rng: random.Random) -> Sum:
 
 def heldout_sums(n: int, seed: int = 0) -> list:
     """``n`` distinct evaluation problems; ``training_sums`` never draws these when given their questions."""
-    rng, out, seen = random.Random(f"sfn-lab-addition-heldout-{seed}"), [], set()
-    while len(out) < n:
-        p = sample_sum(rng)
-        if p.question not in seen:
-            seen.add(p.question)
-            out.append(p)
-    return out
+    return distinct_draws(sample_sum, n, random.Random(f"sfn-lab-addition-heldout-{seed}"))
 
 
 def training_sums(n: int, rng: random.Random, exclude: set) -> list:
-    out = []
-    while len(out) < n:
-        p = sample_sum(rng)
-        if p.question not in exclude:
-            out.append(p)
-    return out
+    return draws_outside(sample_sum, n, rng, exclude)
 
 
 def think_completion(p: Sum) -> str:

@@ -54,25 +54,35 @@ def sample_problem(rng: random.Random, steps: int = STEPS) -> Problem:
     return Problem(rng.randrange(MOD), tuple((rng.choice(OPS), rng.randrange(1, MOD)) for _ in range(steps)))
 
 
-def heldout_problems(n: int, seed: int = 0) -> list:
-    """``n`` distinct evaluation problems; training streams never produce these (see ``training_problems``)."""
-    rng, out, seen = random.Random(f"sfn-lab-heldout-{seed}"), [], set()
+def distinct_draws(sample, n: int, rng: random.Random) -> list:
+    """``n`` problems from ``sample(rng)`` with distinct questions (a held-out set)."""
+    out, seen = [], set()
     while len(out) < n:
-        p = sample_problem(rng)
+        p = sample(rng)
         if p.question not in seen:
             seen.add(p.question)
             out.append(p)
     return out
 
 
-def training_problems(n: int, rng: random.Random, exclude: set) -> list:
-    """``n`` problems drawn from ``rng``, none of whose questions is in ``exclude`` (the held-out set)."""
+def draws_outside(sample, n: int, rng: random.Random, exclude: set) -> list:
+    """``n`` problems from ``sample(rng)``, none of whose questions is in ``exclude`` (the held-out set)."""
     out = []
     while len(out) < n:
-        p = sample_problem(rng)
+        p = sample(rng)
         if p.question not in exclude:
             out.append(p)
     return out
+
+
+def heldout_problems(n: int, seed: int = 0) -> list:
+    """``n`` distinct evaluation problems; training streams never produce these (see ``training_problems``)."""
+    return distinct_draws(sample_problem, n, random.Random(f"sfn-lab-heldout-{seed}"))
+
+
+def training_problems(n: int, rng: random.Random, exclude: set) -> list:
+    """``n`` problems drawn from ``rng``, none of whose questions is in ``exclude`` (the held-out set)."""
+    return draws_outside(sample_problem, n, rng, exclude)
 
 
 def think_completion(p: Problem) -> str:
