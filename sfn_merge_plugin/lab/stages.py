@@ -61,7 +61,7 @@ class Context:
     destroy_layers: str | None  # --destroy-layers (None: the pair's default)
     freeze_pairs: tuple = ()  # pair names the Freeze stage trains
     timing: dict = field(default_factory=dict)  # stage -> seconds
-    workers: list = field(default_factory=list)  # freeze_run.Worker each, started early so their imports overlap the training
+    workers: list = field(default_factory=list)  # freeze_workers.Worker each, started early so their imports overlap the training
 
     def problems_for(self, ref: PairRef) -> list:
         """The held-out problems of the pair's task, as many as ``problems`` (the same list for the chain)."""
@@ -216,7 +216,7 @@ def stage_freeze(ctx: Context, refs: list) -> dict:
     """Table 2: from each base, the four Freeze rows of the shipped TRL recipes, ``freeze_seeds`` seeds each."""
     import torch
 
-    from sfn_merge_plugin.lab import freeze_run, measure
+    from sfn_merge_plugin.lab import freeze_run, freeze_workers, measure
 
     out = {}
     for ref in refs:
@@ -240,7 +240,7 @@ def stage_freeze(ctx: Context, refs: list) -> dict:
             eval_spec=dict(heldout=len(ctx.problems), task=ref.task, max_new_tokens=ctx.size.max_new_tokens,
                            batch_size=ctx.size.eval_batch)) for preset, s in runs]
         with _bar(None, f"freeze {ref.id}", ctx.progress, total=len(jobs)) as bar:
-            results = freeze_run.run_all(ctx.workers, jobs, done=bar.update)
+            results = freeze_workers.run_all(ctx.workers, jobs, done=bar.update)
         rows = {}
         for (preset, _), result in zip(runs, results):
             rows.setdefault(preset, []).append(result)
