@@ -52,9 +52,8 @@ def size_for(size: LabSize) -> LabSize:
                    freeze_max_length=128, destroy_layers="0.4-0.5", sweep_problems=4, sweep_tokens=TRACE_TOKENS,
                    sweep_batch=16, localize_window=15, localize_problems=16, localize_tokens=TRACE_TOKENS,
                    localize_chat_prompts=2, pack_ranks=(4, 64),
-                   # measured on 2 quiet cores (docs/results/lab_smollm2.json; freeze: 4 rows x 100 steps at
-                   # ~11 s a step, two rows at a time on one thread each)
-                   estimate_s={"pairs": 60, "delta": 10, "merge": 720, "freeze": 2400, "destruction": 250})
+                   # the committed run's stage times on 2 quiet cores (docs/results/lab_smollm2.json), rounded up
+                   estimate_s={"pairs": 60, "delta": 10, "merge": 720, "freeze": 1740, "destruction": 210})
 
 
 def pair_ref(cache_dir, seed: int = 0, smoke: bool = False, progress: bool = True):
